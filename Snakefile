@@ -1,0 +1,31 @@
+# danlu: the whole fine-tuning pipeline as one Snakemake DAG.
+#   snakemake --profile profiles/default         (this machine; `make demo`)
+#   snakemake --profile profiles/slurm           (a cluster)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+onstart:
+    start_tracking()
+
+
+onsuccess:
+    finish_tracking("FINISHED")
+
+
+onerror:
+    finish_tracking("FAILED")
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

@@ -1,0 +1,134 @@
+"""Configuration: the JSON-Schema is the single source of keys, types and
+defaults; each stage reads its section into a small frozen dataclass.
+
+`validate_config` fills defaults and fails in one line on an unknown or
+mistyped key, so a typo stops the workflow before any job starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem, always described in one line."""
+
+
+def schema_path() -> Path:
+    """The packaged schema (wheel installs) or the repository's (editable installs)."""
+    packaged = resources.files("danlu") / "config.schema.yaml"
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load_schema(schema: str | Path | None = None) -> dict:
+    with open(schema or schema_path(), encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _defaulting_validator(schema: dict):
+    """A Draft 2020-12 validator that writes each property's default into the
+    instance before validating it (the approach jsonschema's FAQ describes and
+    Snakemake's `validate` uses)."""
+    from jsonschema import Draft202012Validator, validators
+
+    def set_defaults(validator, properties, instance, schema_):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = json.loads(json.dumps(sub["default"]))
+        yield from Draft202012Validator.VALIDATORS["properties"](
+            validator, properties, instance, schema_
+        )
+
+    cls = validators.extend(Draft202012Validator, {"properties": set_defaults})
+    return cls(schema)
+
+
+def _one_line(error) -> str:
+    where = ".".join(str(p) for p in error.absolute_path) or "<top level>"
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        return f"config: {where}: unknown key {', '.join(map(repr, extra))} (allowed: {', '.join(allowed)})"
+    return f"config: {where}: {error.message}"
+
+
+def validate_config(config: dict, schema: str | Path | None = None) -> dict:
+    """Fill defaults into `config` in place and check it; raise ConfigError in one line."""
+    from jsonschema.exceptions import best_match
+
+    validator = _defaulting_validator(load_schema(schema))
+    error = best_match(validator.iter_errors(config))
+    if error is not None:
+        raise ConfigError(_one_line(error))
+    return config
+
+
+def load_config(path: str | Path | None) -> dict:
+    """Read a danlu YAML config (or only the defaults when `path` is None)."""
+    config: dict = {}
+    if path is not None:
+        with open(path, encoding="utf-8") as fh:
+            config = yaml.safe_load(fh) or {}
+    return validate_config(config)
+
+
+def section(config: Mapping[str, Any], name: str, cls):
+    """Build stage dataclass `cls` from config section `name` (already validated)."""
+    return from_mapping(cls, config[name])
+
+
+def from_mapping(cls, mapping: Mapping[str, Any]):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(mapping) - names
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown key(s) {', '.join(sorted(unknown))}")
+    return cls(**dict(mapping))
+
+
+def to_json(obj) -> str:
+    """Canonical JSON of a dataclass or mapping: what rules pass as `--params`."""
+    if dataclasses.is_dataclass(obj):
+        obj = dataclasses.asdict(obj)
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+# --- stage configs -------------------------------------------------------------
+# Field names equal the schema's keys; defaults live in the schema only, so a
+# dataclass is always built from a validated section (see `section`).
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """One entry of `datasets:` (LLaMA-Factory's dataset_info, as a list)."""
+
+    name: str
+    path: str
+    format: str
+    columns: dict
+    tags: dict
+    encoding: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CleanConfig:
+    mask_pii: bool
+    pii_types: list
+    min_chars: int
+    max_chars: int
+    max_non_text_share: float
+    languages: list
+    special_tokens: list | None
+
+    def __post_init__(self) -> None:
+        if self.min_chars > self.max_chars:
+            raise ConfigError("clean: min_chars is larger than max_chars")

@@ -1,0 +1,142 @@
+"""The real DAG on tiny data: outputs, manifests, MLflow, and partial reruns."""
+
+import json
+
+import pandas as pd
+import pytest
+from workflow_utils import make_project, planned, read_json, snakemake
+
+from danlu.manifest import sha256_file
+
+pytestmark = pytest.mark.slow
+
+ALPACA = [{"instruction": f"问题{i}：什么是第{i}种基金？", "input": "",
+           "output": f"第{i}种基金是一种集合投资工具，电话13912345678。"} for i in range(8)]
+SHAREGPT = [{"conversations": [{"from": "human", "value": f"Question {i} about bonds?"},
+                               {"from": "gpt", "value": f"Bond answer number {i}."}]}
+            for i in range(5)] + [{"conversations": []}]
+MESSAGES = [[{"role": "user", "content": f"利率问题{i}"}, {"role": "assistant", "content": f"利率回答{i}"}]
+            for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wf")
+    make_project(root, [
+        {"name": "alp", "path": "data/alp.jsonl", "format": "alpaca"},
+        {"name": "sg", "path": "data/sg.json"},
+        {"name": "msg", "path": "data/msg.parquet", "format": "messages"},
+    ])
+    (root / "data" / "alp.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ALPACA) + "{broken\n", "utf-8")
+    (root / "data" / "sg.json").write_text(json.dumps(SHAREGPT, ensure_ascii=False), "utf-8")
+    pd.DataFrame({"messages": MESSAGES}).to_parquet(root / "data" / "msg.parquet")
+    snakemake(root, "results/clean/records.jsonl", "results/demo_model/manifest.json")
+    return root
+
+
+def test_clean_outputs_and_manifest_digests(project):
+    stats = read_json(project / "results/clean/stats.json")
+    assert stats["records_in"] == 8 + 1 + 6 + 4
+    assert stats["records_in"] == stats["records_kept"] + stats["records_rejected"]
+    assert stats["rejected_by_reason"] == {"empty_conversation": 1, "unparseable": 1}
+    assert stats["pii_masked_by_type"] == {"phone": 8}
+    for manifest_path in [project / "results/clean/manifest.json",
+                          *project.glob("results/clean/parts/*/manifest.json")]:
+        manifest = read_json(manifest_path)
+        for entry in manifest["inputs"] + manifest["outputs"]:
+            assert sha256_file(project / entry["path"]) == entry["sha256"], entry["path"]
+    combined = read_json(project / "results/clean/manifest.json")
+    assert sorted(combined["upstream_manifests"]) == [
+        f"results/clean/parts/{n}/manifest.json" for n in ("alp", "msg", "sg")]
+    part = read_json(project / "results/clean/parts/alp/manifest.json")
+    assert "data/alp.jsonl" in {e["path"] for e in part["inputs"]}
+    assert "src/danlu/clean.py" in {e["path"] for e in part["inputs"]}
+
+
+def test_mlflow_parent_and_children_with_full_digests(project):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project}/results/mlflow.db")
+    exp = client.get_experiment_by_name("test")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert sorted(r.data.tags["danlu.stage"] for r in children) == [
+        "clean", "clean", "clean", "clean_combine", "demo_model"]
+    combine = next(r for r in children if r.data.tags["danlu.stage"] == "clean_combine")
+    digest = sha256_file(project / "results/clean/records.jsonl")
+    assert combine.data.tags["danlu.sha256.output.results/clean/records.jsonl"] == digest
+    dataset = combine.inputs.dataset_inputs[0].dataset
+    assert json.loads(dataset.profile)["sha256"] == digest
+    assert combine.data.metrics["records_kept"] == read_json(
+        project / "results/clean/stats.json")["records_kept"]
+
+
+def test_second_run_is_a_no_op(project):
+    assert planned(project) == {}
+
+
+def test_touching_a_data_file_without_change_reruns_nothing(project):
+    (project / "data/sg.json").touch()
+    assert planned(project) == {}
+
+
+def test_unused_key_change_reruns_nothing(project):
+    config = project / "config/config.yaml"
+    original = config.read_text("utf-8")
+    config.write_text(original.replace("experiment: test", "experiment: renamed"), "utf-8")
+    try:
+        assert planned(project) == {}
+    finally:
+        config.write_text(original, "utf-8")
+
+
+def test_editing_a_data_file_reruns_its_clean_job_and_downstream(project):
+    path = project / "data/alp.jsonl"
+    original = path.read_bytes()
+    path.write_bytes(original + b'{"instruction": "new", "output": "record"}\n')
+    try:
+        jobs = planned(project)
+        assert jobs["clean"] == 1 and jobs["clean_combine"] == 1
+        assert "demo_model" not in jobs
+    finally:
+        path.write_bytes(original)
+
+
+def test_editing_clean_code_reruns_clean(project):
+    path = project / "src/danlu/clean.py"
+    original = path.read_text("utf-8")
+    path.write_text(original + "\n# an edit\n", "utf-8")
+    try:
+        jobs = planned(project)
+        assert jobs["clean"] == 3 and jobs["clean_combine"] == 1
+    finally:
+        path.write_text(original, "utf-8")
+
+
+def test_changing_a_clean_key_reruns_clean_only(project):
+    config = project / "config/config.yaml"
+    original = config.read_text("utf-8")
+    config.write_text(original + "clean:\n  min_chars: 3\n", "utf-8")
+    try:
+        jobs = planned(project)
+        assert jobs["clean"] == 3 and "demo_model" not in jobs
+    finally:
+        config.write_text(original, "utf-8")
+
+
+def test_unknown_config_key_fails_in_one_line_before_any_job(project):
+    config = project / "config/config.yaml"
+    original = config.read_text("utf-8")
+    config.write_text(original + "clean:\n  min_char: 3\n", "utf-8")
+    try:
+        proc = snakemake(project, "-n", check=False)
+        assert proc.returncode != 0
+        out = proc.stdout + proc.stderr
+        assert "config: clean: unknown key 'min_char'" in out
+        assert "Job stats" not in out
+    finally:
+        config.write_text(original, "utf-8")

@@ -1,0 +1,92 @@
+# Shared helpers: config validation, input functions, stage parameters and the
+# MLflow parent run. Rules only wire files together; logic lives in src/danlu.
+import json
+import os
+import time
+
+from danlu import tracking
+from danlu.config import to_json, validate_config
+
+validate_config(config, schema=workflow.source_path("../schemas/config.schema.yaml"))
+
+DATASETS = {d["name"]: d for d in config["datasets"]}
+if len(DATASETS) != len(config["datasets"]):
+    raise WorkflowError("config: datasets: names must be unique")
+
+# Software for `--software-deployment-method conda`; by default the rules use
+# the environment snakemake runs in (the .venv that `make` builds).
+CONDA_ENV = "../envs/danlu.yaml"
+
+# The modules each stage's results depend on: editing one reruns that stage
+# and everything after it (and their digests go into the stage's manifest).
+STAGE_CODE = {
+    "demo_model": ["demo.py", "templates.py"],
+    "clean": ["clean.py", "readers.py", "records.py", "pii.py", "text.py"],
+    "clean_combine": ["clean.py"],
+}
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS) or "^$",
+
+
+def code(stage):
+    return [f"src/danlu/{name}" for name in STAGE_CODE[stage]]
+
+
+def stage_params(name):
+    """A config section as canonical JSON: a rule reruns when, and only when,
+    a key of the sections it passes changes."""
+    return to_json(config[name])
+
+
+def base_model_dir():
+    """Where the base model lives: the demo build, or the configured path/id."""
+    if config["base_model"] == "demo":
+        return "results/demo_model/model"
+    return config["base_model"]
+
+
+def dataset_path(wildcards):
+    return DATASETS[wildcards.dataset]["path"]
+
+
+def dataset_json(wildcards):
+    return to_json(DATASETS[wildcards.dataset])
+
+
+def final_outputs():
+    outputs = ["results/clean/records.jsonl"]
+    if config["base_model"] == "demo":
+        outputs.append("results/demo_model/manifest.json")
+    return outputs
+
+
+def start_tracking():
+    """Create the parent MLflow run and hand its id to every job's environment."""
+    settings = config["tracking"]
+    if not settings["enabled"]:
+        os.environ[tracking.ENV_DISABLED] = "1"
+        return
+    uri = tracking.resolve_uri(settings["tracking_uri"])
+    os.environ[tracking.ENV_URI] = uri
+    os.environ[tracking.ENV_EXPERIMENT] = settings["experiment"]
+    run_id = tracking.start_parent_run(
+        uri,
+        settings["experiment"],
+        run_name=f"snakemake {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        tags={
+            "danlu.config": json.dumps(config, sort_keys=True, ensure_ascii=False)[
+                :5000
+            ]
+        },
+    )
+    if run_id:
+        os.environ[tracking.ENV_PARENT] = run_id
+
+
+def finish_tracking(status):
+    if os.environ.get(tracking.ENV_PARENT):
+        tracking.end_run(
+            os.environ[tracking.ENV_URI], os.environ[tracking.ENV_PARENT], status
+        )
