@@ -29,6 +29,7 @@ CARD19_GROUPED = " ".join(CARD19[i : i + 4] for i in range(0, 19, 4))
         (f"卡号{CARD19}。", "bank_card", "<BANK_CARD>"),
         ("mail zhang.san@example.com.cn today", "email", "<EMAIL>"),
         ("server 10.2.33.4 is down", "ip", "<IP>"),
+        ("login from 84.166.211.119.", "ip", "<IP>"),
         ("v6 2001:db8::ff00:42:8329 up", "ip", "<IP>"),
     ],
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -96,6 +97,129 @@ def cmd_demo_model(args) -> None:
               manifest_path=Path(args.manifest))
 
 
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="base model: local directory or hub id")
+    p.add_argument("--revision", help="hub revision to pin")
+    p.add_argument("--template", default="chatml", help="chat template if the tokenizer has none")
+    p.add_argument("--trust-remote-code", action="store_true")
+
+
+def _model_inputs(name: str) -> list[str]:
+    """A local model directory is an input (hashed into the manifest); a hub
+    model is recorded by id and resolved revision instead."""
+    return [name] if Path(name).exists() else []
+
+
+def _model_facts(args, model_path: Path) -> dict:
+    return {"base_model": args.model, "revision": args.revision,
+            "resolved_path": model_path.as_posix() if Path(args.model).exists()
+            else model_path.name}  # a hub snapshot directory is named by its commit
+
+
+def cmd_tokenize(args) -> None:
+    from danlu.config import LengthsConfig
+    from danlu.lengths import ExampleOptions, tokenize_splits
+    from danlu.models import load_tokenizer, resolve_model_path
+    from danlu.stage import run_stage
+
+    params = stage_params(args, "lengths")
+    cfg = from_mapping(LengthsConfig, {**_lengths_defaults(), **params})
+    model_path = resolve_model_path(args.model, args.revision)
+    tokenizer = load_tokenizer(model_path, args.template, args.trust_remote_code)
+    options = ExampleOptions(cfg.train_on_prompt, cfg.mask_history)
+    splits = {"train": args.train, **({"val": args.val} if args.val else {})}
+    out = Path(args.out)
+    record = {"lengths": params, "template": args.template, **_model_facts(args, model_path)}
+    run_stage(
+        "tokenize", record,
+        lambda run: tokenize_splits(splits, tokenizer, options, out, args.num_proc),
+        inputs=[*splits.values(), *_model_inputs(args.model), *args.code],
+        outputs=[out / name for name in splits], manifest_path=Path(args.manifest),
+        datasets=[(p, name) for name, p in splits.items()]
+        + [((out / name).as_posix(), f"tokenized_{name}") for name in splits],
+    )
+
+
+def _lengths_defaults() -> dict:
+    return load_config(None)["lengths"]
+
+
+def cmd_cutoff(args) -> None:
+    from danlu.config import LengthsConfig
+    from danlu.lengths import CutoffRule, decide_cutoff
+    from danlu.models import max_positions, resolve_model_path
+    from danlu.stage import run_stage
+
+    params = stage_params(args, "lengths")
+    cfg = from_mapping(LengthsConfig, {**_lengths_defaults(), **params})
+    rule = CutoffRule(cfg.cutoff_len, cfg.percentile, cfg.min_cutoff, cfg.max_cutoff)
+    model_max = max_positions(resolve_model_path(args.model, args.revision))
+    out, arrow = Path(args.out), Path(args.data)
+    if cfg.cutoff_len != "auto" and model_max and int(cfg.cutoff_len) > model_max:
+        raise ConfigError(f"lengths.cutoff_len {cfg.cutoff_len} exceeds the model's context ({model_max})")
+
+    def work(run):
+        result = decide_cutoff(arrow, rule, cfg.overlength, model_max, out)
+        run.log_params({"cutoff_len": result["cutoff_len"]})
+        return result
+
+    splits = [arrow / s for s in ("train", "val") if (arrow / s).is_dir()]
+    run_stage("cutoff", {"lengths": params, "model_max_position_embeddings": model_max}, work,
+              inputs=[*splits, *args.code],
+              outputs=[out / n for n in ("cutoff.json", "stats.json", "lengths.png")],
+              manifest_path=Path(args.manifest), artifacts=[out / "lengths.png"])
+
+
+def cmd_train(args) -> None:
+    from danlu.config import TrainConfig
+    from danlu.manifest import rel, sha256_file
+    from danlu.models import load_tokenizer, max_positions, resolve_model_path
+    from danlu.stage import run_stage
+    from danlu.train import check_config, run_training
+
+    params = stage_params(args, "train")
+    cfg = from_mapping(TrainConfig, params)
+    model_path = resolve_model_path(args.model, args.revision)
+    cutoff = json.loads(Path(args.cutoff).read_text(encoding="utf-8"))
+    check_config(cfg, model_path, int(cutoff["cutoff_len"]), max_positions(model_path),
+                 args.trust_remote_code)
+    tokenizer = load_tokenizer(model_path, args.template, args.trust_remote_code)
+    data, out = Path(args.data), Path(args.out)
+    splits = [data / s for s in ("train", "val") if (data / s).is_dir()]
+    fingerprint = {"train": params, "seed": args.seed, "cutoff": cutoff,
+                   "model": _model_facts(args, model_path),
+                   "data": {rel(f): sha256_file(f) for s in splits for f in sorted(s.rglob("*"))
+                            if f.is_file()}}
+
+    def outputs():  # the adapter, tokenizer and reports; not checkpoints/ or the manifest
+        return sorted(p for p in out.iterdir() if p.is_file() and p.name != "manifest.json")
+
+    def work(run):
+        return run_training(arrow_dir=data, cutoff=cutoff, model_dir=args.model if Path(args.model).exists()
+                            else model_path, tokenizer=tokenizer, cfg=cfg, seed=args.seed,
+                            out_dir=out, run=run, fingerprint=fingerprint,
+                            trust_remote_code=args.trust_remote_code)
+
+    if int(os.environ.get("RANK", "0")) != 0:  # DDP: only rank 0 writes files and records
+        from danlu.tracking import StageRun
+
+        os.environ["DANLU_TRACKING_DISABLED"] = "1"
+        work(StageRun("train"))
+        return
+    record = {"train": params, "seed": args.seed, **_model_facts(args, model_path)}
+    run_stage(
+        "train", record, work,
+        inputs=[*splits, args.cutoff, *_model_inputs(args.model), *args.code],
+        outputs=outputs,
+        manifest_path=out / "manifest.json", artifacts=[out / "loss.png"],
+        datasets=[(s.as_posix(), s.name) for s in splits],
+        nondeterministic={
+            rel(out / "trainer_state.json"): "holds wall-clock throughput (train_runtime, samples/s)",
+            rel(out / "train_metrics.json"): "holds wall-clock throughput and peak memory",
+        },
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="danlu", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,16 +245,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     _add_common(p)
     p.set_defaults(func=cmd_demo_model)
+    p = sub.add_parser("tokenize", help="tokenise splits under the chat template (Arrow sets)")
+    p.add_argument("--train", required=True, help="train records.jsonl")
+    p.add_argument("--val", help="val records.jsonl")
+    p.add_argument("--out", required=True, help="directory for the Arrow sets")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--num-proc", type=int, default=1)
+    _model_args(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_tokenize)
+
+    p = sub.add_parser("cutoff", help="token-length statistics and the choice of cutoff_len")
+    p.add_argument("--data", required=True, help="directory holding the train/val Arrow sets")
+    p.add_argument("--out", required=True)
+    p.add_argument("--manifest", required=True)
+    _model_args(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_cutoff)
+
+    p = sub.add_parser("train", help="QLoRA/LoRA fine-tuning with checkpoints and resume")
+    p.add_argument("--data", required=True, help="directory holding the train/val Arrow sets")
+    p.add_argument("--cutoff", required=True, help="cutoff.json from the lengths stage")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=42)
+    _model_args(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_train)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from danlu.lengths import TemplateError
+    from danlu.models import ModelError
     from danlu.readers import InputError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (InputError, ConfigError, UsageError) as err:
+    except (InputError, ConfigError, UsageError, ModelError, TemplateError) as err:
         print(f"danlu {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

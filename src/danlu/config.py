@@ -132,3 +132,55 @@ class CleanConfig:
     def __post_init__(self) -> None:
         if self.min_chars > self.max_chars:
             raise ConfigError("clean: min_chars is larger than max_chars")
+
+
+@dataclasses.dataclass(frozen=True)
+class LengthsConfig:
+    cutoff_len: int | str
+    percentile: float
+    min_cutoff: int
+    max_cutoff: int
+    overlength: str
+    train_on_prompt: bool
+    mask_history: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    quantization: str
+    double_quant: bool
+    compute_dtype: str
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    lora_target: str | list
+    use_dora: bool
+    use_rslora: bool
+    modules_to_save: list
+    learning_rate: float
+    lr_scheduler_type: str
+    warmup_ratio: float
+    weight_decay: float
+    max_grad_norm: float
+    num_epochs: float
+    max_steps: int
+    per_device_train_batch_size: int
+    per_device_eval_batch_size: int
+    gradient_accumulation_steps: int
+    optim: str
+    gradient_checkpointing: bool
+    packing: bool
+    attn_implementation: str
+    use_liger_kernel: str
+    logging_steps: int
+    eval_steps: int
+    save_steps: int
+    save_total_limit: int
+    num_processes: int
+    accelerate_config: str | None
+
+    def __post_init__(self) -> None:
+        if self.quantization not in ("nf4", "none"):
+            raise ConfigError(f"train: quantization must be nf4 or none, not {self.quantization!r}")
+        if self.max_steps <= 0 and self.num_epochs <= 0:
+            raise ConfigError("train: set num_epochs > 0 or max_steps > 0")

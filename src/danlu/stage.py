@@ -28,19 +28,20 @@ def run_stage(
     work: Callable[[StageRun], dict],
     *,
     inputs: Iterable[str | Path],
-    outputs: Iterable[str | Path],
+    outputs: Iterable[str | Path] | Callable[[], Iterable[str | Path]],
     manifest_path: Path,
     datasets: Iterable[tuple[str, str]] = (),
     artifacts: Iterable[Path] = (),
     nondeterministic: Mapping[str, str] | None = None,
     log_stats: bool = True,
 ) -> dict:
-    """Run `work(run)` (which returns a stats dict) and record the job."""
+    """Run `work(run)` (which returns a stats dict) and record the job.
+    `outputs` may be a callable, for outputs only known once the work is done."""
     started = now()
     with StageRun(stage, params) as run:
         stats = work(run)
         manifest = build_manifest(
-            stage, inputs, outputs, params, started, manifest_path=manifest_path,
+            stage, inputs, outputs() if callable(outputs) else outputs, params, started, manifest_path=manifest_path,
             nondeterministic=nondeterministic, extra={"stats": stats},
         )
         digest = write_manifest(manifest, manifest_path)

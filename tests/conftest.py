@@ -1,0 +1,48 @@
+"""Shared fixtures. Each one builds what it needs inside the test session."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+# The C-Eval/CMMLU copies sit beside the repository (non-commercial licence: read
+# from there at test time, never copied into the repository).
+_BENCHMARKS = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
+
+
+def _tokenizer_corpus() -> str:
+    """Question text of the benchmarks' dev splits when the local copies are there
+    (so prompt lengths are realistic), else generated text with Chinese punctuation."""
+    files = sorted(_BENCHMARKS.glob("ceval/ceval-exam/dev/*.csv"))
+    files += sorted(_BENCHMARKS.glob("cmmlu/data/dev/*.csv"))
+    texts = []
+    for path in files:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            for row in csv.DictReader(fh):
+                texts.append("\n".join(v for k, v in row.items() if k and v))
+    if not texts:
+        texts = [f"以下是关于第{i}题的单项选择题，请选出答案。\nA. 选项{i}\nB. {i * 7}\n答案：C" for i in range(2000)]
+    return "\n\n".join(texts)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random-weight Llama (2 layers, 128 wide) with a byte-level BPE
+    tokenizer, saved as an ordinary Hugging Face directory."""
+    from danlu.demo import DemoModelShape, build_demo_model
+
+    root = tmp_path_factory.mktemp("tiny_model")
+    corpus = root / "corpus.txt"
+    corpus.write_text(_tokenizer_corpus(), encoding="utf-8")
+    shape = DemoModelShape(
+        vocab_size=2048,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
+    build_demo_model(root / "model", corpus, shape)
+    return root / "model"
