@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from danlu.config import ConfigError, DatasetSpec, from_mapping, load_config
+from danlu.models import ModelError
 
 
 class UsageError(Exception):
@@ -21,9 +22,10 @@ class UsageError(Exception):
 
 
 def stage_params(args, name: str) -> dict:
-    """The stage's config section: `--params` JSON, else from `--config`/defaults."""
+    """The stage's config section: `--params` JSON (a rule passes the keys it
+    depends on; the schema's defaults fill the rest), else `--config`/defaults."""
     if getattr(args, "params", None):
-        return json.loads(args.params)
+        return {**load_config(None)[name], **json.loads(args.params)}
     return load_config(getattr(args, "config", None))[name]
 
 
@@ -123,7 +125,7 @@ def cmd_tokenize(args) -> None:
     from danlu.stage import run_stage
 
     params = stage_params(args, "lengths")
-    cfg = from_mapping(LengthsConfig, {**_lengths_defaults(), **params})
+    cfg = from_mapping(LengthsConfig, params)
     model_path = resolve_model_path(args.model, args.revision)
     tokenizer = load_tokenizer(model_path, args.template, args.trust_remote_code)
     options = ExampleOptions(cfg.train_on_prompt, cfg.mask_history)
@@ -140,10 +142,6 @@ def cmd_tokenize(args) -> None:
     )
 
 
-def _lengths_defaults() -> dict:
-    return load_config(None)["lengths"]
-
-
 def cmd_cutoff(args) -> None:
     from danlu.config import LengthsConfig
     from danlu.lengths import CutoffRule, decide_cutoff
@@ -151,7 +149,7 @@ def cmd_cutoff(args) -> None:
     from danlu.stage import run_stage
 
     params = stage_params(args, "lengths")
-    cfg = from_mapping(LengthsConfig, {**_lengths_defaults(), **params})
+    cfg = from_mapping(LengthsConfig, params)
     rule = CutoffRule(cfg.cutoff_len, cfg.percentile, cfg.min_cutoff, cfg.max_cutoff)
     model_max = max_positions(resolve_model_path(args.model, args.revision))
     out, arrow = Path(args.out), Path(args.data)
@@ -220,6 +218,157 @@ def cmd_train(args) -> None:
     )
 
 
+def cmd_estimate(args) -> None:
+    from danlu.config import TrainConfig
+    from danlu.estimate import SHAPES, Shape, estimate_memory
+    from danlu.models import model_config, resolve_model_path
+
+    config = load_config(args.config)
+    cfg = from_mapping(TrainConfig, config["train"])
+    if args.shape:
+        shape, source = Shape(**SHAPES[args.shape]), f"preset {args.shape}"
+    else:
+        model = "results/demo_model/model" if config["base_model"] == "demo" else config["base_model"]
+        try:
+            shape = Shape.from_config(model_config(resolve_model_path(model, config["base_model_revision"])))
+        except ModelError as err:
+            raise UsageError(f"{err}; pass --shape ({', '.join(SHAPES)}) to estimate offline") from None
+        source = model
+    cutoff = args.cutoff_len or _planned_cutoff(config)
+    result = estimate_memory(
+        shape, quantization=cfg.quantization, double_quant=cfg.double_quant, lora_r=cfg.lora_r,
+        lora_target=cfg.lora_target, batch_size=cfg.per_device_train_batch_size,
+        cutoff_len=cutoff, gradient_checkpointing=cfg.gradient_checkpointing,
+        optim=cfg.optim if cfg.optim != "auto" else "paged_adamw_8bit", packing=cfg.packing,
+        num_processes=cfg.num_processes,
+        fsdp="fsdp" in (cfg.accelerate_config or ""),
+    )
+    result = {"model": source, "cutoff_len": cutoff, **result}
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+        return
+    print(f"danlu estimate: {source}, {result['base_parameters_b']} B parameters, "
+          f"{cfg.quantization}, LoRA r={cfg.lora_r} ({result['lora_parameters_m']} M), "
+          f"batch {cfg.per_device_train_batch_size} x cutoff_len {cutoff}")
+    for term, gib in result["terms_gib"].items():
+        print(f"  {term:<20} {gib:8.2f} GiB")
+    print(f"  {'peak per device':<20} {result['per_device_gib']:8.2f} GiB")
+
+
+def _planned_cutoff(config: dict) -> int:
+    """The cutoff training will use: decided (results/lengths/cutoff.json),
+    else fixed in config, else the upper clamp (the worst case)."""
+    decided = Path("results/lengths/cutoff.json")
+    if config["lengths"]["cutoff_len"] != "auto":
+        return int(config["lengths"]["cutoff_len"])
+    if decided.is_file():
+        return int(json.loads(decided.read_text(encoding="utf-8"))["cutoff_len"])
+    return int(config["lengths"]["max_cutoff"])
+
+
+def _records_input(path: str) -> Path:
+    """A canonical records.jsonl that exists and decodes, else exit 2."""
+    from danlu.readers import InputError
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "no such file")
+    try:
+        with open(p, encoding="utf-8") as fh:
+            while fh.read(1 << 20):
+                pass
+    except UnicodeDecodeError as err:
+        raise InputError(p, f"not UTF-8 at byte {err.start}") from None
+    return p
+
+
+def cmd_dedup_signatures(args) -> None:
+    from danlu.config import DedupConfig
+    from danlu.dedup import shard_signatures
+    from danlu.stage import run_stage
+
+    params = stage_params(args, "dedup")
+    cfg = from_mapping(DedupConfig, params)
+    source = _records_input(args.input)
+    prefix = Path(args.out)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def work(run):
+        block = shard_signatures(source, cfg, args.shard, args.shards)
+        written.extend(block.save(prefix))
+        return {"records": len(block.lines), "shard": args.shard, "shards": args.shards}
+
+    run_stage("dedup_signatures", {"dedup": params, "shard": args.shard, "shards": args.shards},
+              work, inputs=[source, *args.code], outputs=lambda: written,
+              manifest_path=Path(f"{prefix}.manifest.json"), log_stats=False)
+
+
+def cmd_dedup(args) -> None:
+    from danlu.config import DedupConfig
+    from danlu.dedup import Block, ContaminationIndex, benchmark_items, dedup_file, shard_signatures
+    from danlu.stage import run_stage
+
+    params = stage_params(args, "dedup")
+    cfg = from_mapping(DedupConfig, params)
+    source, out = _records_input(args.input), Path(args.out)
+    prefixes = [Path(p) for p in args.signatures]
+    shard_files = [Path(f"{p}.{n}.npy") for p in prefixes for n in ("lines", "sig", "sha")]
+
+    def work(run):
+        if prefixes:
+            block = Block.concat([Block.load(p) for p in prefixes])
+        else:
+            shards = args.shards or cfg.shards
+            block = Block.concat([shard_signatures(source, cfg, i, shards) for i in range(shards)])
+        index = None
+        if cfg.decontaminate and cfg.contamination_benchmarks:
+            index = ContaminationIndex(benchmark_items(Path(args.benchmarks),
+                                                       cfg.contamination_benchmarks), cfg)
+        return dedup_file(source, block, cfg, out, index)
+
+    names = ("records.jsonl", "removed.jsonl", "clusters.jsonl", "stats.json", "clusters.png")
+    stats = run_stage(
+        "dedup", {"dedup": params, "benchmarks": args.benchmarks}, work,
+        inputs=[source, *shard_files, *args.code], outputs=[out / n for n in names],
+        manifest_path=out / "manifest.json", artifacts=[out / "clusters.png"],
+        datasets=[(source.as_posix(), "cleaned"), ((out / "records.jsonl").as_posix(), "deduplicated")],
+    )
+    print(f"dedup: {stats['records_in']} in, {stats['records_kept']} kept, "
+          f"removed {stats['removed_by_reason']}")
+
+
+def cmd_split(args) -> None:
+    from danlu.config import DedupConfig
+    from danlu.dedup import split_file
+    from danlu.stage import run_stage
+
+    params = stage_params(args, "dedup")
+    cfg = from_mapping(DedupConfig, params)
+    source, out = _records_input(args.input), Path(args.out)
+    names = ("train.jsonl", "val.jsonl", "split_stats.json")
+    stats = run_stage(
+        "split", {"dedup": params, "seed": args.seed},
+        lambda run: split_file(source, cfg, args.seed, out),
+        inputs=[source, *args.code], outputs=[out / n for n in names],
+        manifest_path=out / "split.manifest.json",
+        datasets=[((out / "train.jsonl").as_posix(), "train"), ((out / "val.jsonl").as_posix(), "val")],
+    )
+    print(f"split: {stats['train']} train, {stats['val']} val in {stats['groups']} groups")
+
+
+def cmd_demo_leak(args) -> None:
+    from danlu.demo import benchmark_leak_records
+    from danlu.outputs import atomic_outputs
+    from danlu.records import dumps
+
+    out = Path(args.out)
+    with atomic_outputs([out]) as (tmp,):
+        records = benchmark_leak_records(Path(args.benchmarks))
+        tmp.write_text("".join(dumps(r) for r in records), encoding="utf-8")
+    print(f"demo-leak: {len(records)} benchmark questions planted in {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="danlu", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -245,6 +394,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     _add_common(p)
     p.set_defaults(func=cmd_demo_model)
+    p = sub.add_parser("demo-leak", help="plant benchmark questions in a demo data file")
+    p.add_argument("--benchmarks", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_demo_leak)
+
+    p = sub.add_parser("dedup-signatures", help="MinHash signatures of one shard of a records file")
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--shards", type=int, default=1)
+    p.add_argument("--out", required=True, help="path prefix of the .npy files")
+    _add_common(p)
+    p.set_defaults(func=cmd_dedup_signatures)
+
+    p = sub.add_parser("dedup", help="exact + near dedup and benchmark decontamination")
+    p.add_argument("input", metavar="INPUT", help="canonical records.jsonl")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--signatures", nargs="*", default=[], help="shard prefixes (else computed here)")
+    p.add_argument("--shards", type=int, help="compute signatures in this many shards")
+    p.add_argument("--benchmarks", default="../shared/benchmarks",
+                   help="C-Eval/CMMLU directory for decontamination")
+    _add_common(p)
+    p.set_defaults(func=cmd_dedup)
+
+    p = sub.add_parser("split", help="deterministic train/val split that keeps similar records together")
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=42)
+    _add_common(p)
+    p.set_defaults(func=cmd_split)
+
     p = sub.add_parser("tokenize", help="tokenise splits under the chat template (Arrow sets)")
     p.add_argument("--train", required=True, help="train records.jsonl")
     p.add_argument("--val", help="val records.jsonl")
@@ -271,18 +450,25 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     _add_common(p)
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("estimate", help="expected peak GPU memory of the configured training")
+    p.add_argument("--config", help="danlu config (default: defaults)")
+    p.add_argument("--shape", help="a known model shape instead of reading config.json "
+                                   "(7b, qwen2.5-7b, llama3-8b, qwen2.5-32b)")
+    p.add_argument("--cutoff-len", type=int, help="override the cutoff to plan for")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_estimate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from danlu.benchmarks import BenchmarkError
     from danlu.lengths import TemplateError
-    from danlu.models import ModelError
     from danlu.readers import InputError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (InputError, ConfigError, UsageError, ModelError, TemplateError) as err:
+    except (InputError, ConfigError, UsageError, ModelError, TemplateError, BenchmarkError) as err:
         print(f"danlu {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -184,3 +184,27 @@ class TrainConfig:
             raise ConfigError(f"train: quantization must be nf4 or none, not {self.quantization!r}")
         if self.max_steps <= 0 and self.num_epochs <= 0:
             raise ConfigError("train: set num_epochs > 0 or max_steps > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class DedupConfig:
+    threshold: float
+    num_perm: int
+    char_ngram: int
+    word_ngram: int
+    minhash_seed: int
+    include_system: bool
+    shards: int
+    decontaminate: bool
+    contamination_benchmarks: list
+    contamination_threshold: float
+    contamination_ngram: int
+    val_size: float
+    split_threshold: float
+
+    def minhash(self, threshold: float | None = None):
+        from danlu.minhash import MinHashParams
+
+        return MinHashParams(num_perm=self.num_perm, threshold=threshold or self.threshold,
+                             char_ngram=self.char_ngram, word_ngram=self.word_ngram,
+                             seed=self.minhash_seed)

@@ -98,3 +98,21 @@ def build_demo_model(out_dir: Path, corpus: Path, shape: DemoModelShape | None =
         "vocab_size": len(tokenizer),
         **{k: v for k, v in shape.__dict__.items() if k != "vocab_size"},
     }
+
+
+def benchmark_leak_records(benchmarks_root: Path, per_benchmark: int = 1) -> list[dict]:
+    """Alpaca records that copy benchmark questions, as a careless scrape
+    would: the demo plants them so decontamination has something to catch.
+    They are built from `benchmarks_root` at run time; the repository never
+    holds benchmark text (non-commercial licence)."""
+    from danlu.benchmarks import load_benchmark
+
+    records = []
+    for name in ("ceval", "cmmlu"):
+        subjects = load_benchmark(name, benchmarks_root)
+        for data in subjects[:per_benchmark]:
+            q = data.questions[0]
+            options = "\n".join(f"{label}、{text}" for label, text in zip("ABCD", q.options, strict=True))
+            records.append({"instruction": f"{q.question}\n{options}", "input": "",
+                            "output": f"答案：{q.answer}"})
+    return records

@@ -50,7 +50,7 @@ def rel(path: str | Path, root: Path | None = None) -> str:
 
 def _files_under(path: Path) -> list[Path]:
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".tmp"))
+        return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".tmp-"))
     return [path]
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 
 def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # Keep the suffix: writers such as matplotlib pick the format from it.
+    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
 
 
 @contextlib.contextmanager

@@ -373,7 +373,11 @@ def run_training(*, arrow_dir: Path, cutoff: dict, model_dir: Path | str, tokeni
         "switches": switches,
     }
     if eval_ds is not None:
-        metrics.update({f"final_{k}": v for k, v in trainer.evaluate().items()})
+        evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+        if not evals or evals[-1]["step"] != trainer.state.global_step:
+            trainer.evaluate()  # the val loss of the final adapter, logged like the others
+            evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+        metrics["final_eval_loss"] = evals[-1]["eval_loss"]
     if trainer.is_world_process_zero():
         trainer.model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)

@@ -12,6 +12,16 @@ validate_config(config, schema=workflow.source_path("../schemas/config.schema.ya
 DATASETS = {d["name"]: d for d in config["datasets"]}
 if len(DATASETS) != len(config["datasets"]):
     raise WorkflowError("config: datasets: names must be unique")
+LEAK = "results/demo/benchmark_leak.jsonl"
+if config["demo"]["plant_benchmark_leak"]:
+    DATASETS["benchmark_leak"] = {
+        "name": "benchmark_leak",
+        "path": LEAK,
+        "format": "alpaca",
+        "columns": {},
+        "tags": {},
+        "encoding": "auto",
+    }
 
 # Software for `--software-deployment-method conda`; by default the rules use
 # the environment snakemake runs in (the .venv that `make` builds).
@@ -23,21 +33,62 @@ STAGE_CODE = {
     "demo_model": ["demo.py", "templates.py"],
     "clean": ["clean.py", "readers.py", "records.py", "pii.py", "text.py"],
     "clean_combine": ["clean.py"],
+    "dedup_signatures": ["dedup.py", "minhash.py"],
+    "dedup": ["dedup.py", "minhash.py", "benchmarks.py"],
+    "split": ["dedup.py", "minhash.py"],
+    "tokenize": ["lengths.py", "models.py", "templates.py"],
+    "cutoff": ["lengths.py"],
+    "train": ["train.py", "lengths.py", "models.py"],
 }
+
+
+SHARDS = range(config["dedup"]["shards"])
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS) or "^$",
+    shard=r"\d+",
 
 
 def code(stage):
     return [f"src/danlu/{name}" for name in STAGE_CODE[stage]]
 
 
-def stage_params(name):
-    """A config section as canonical JSON: a rule reruns when, and only when,
-    a key of the sections it passes changes."""
-    return to_json(config[name])
+def stage_params(name, keys=None):
+    """A config section (or some of its keys) as canonical JSON: a rule reruns
+    when, and only when, a value it passes changes."""
+    section = config[name]
+    return to_json({k: section[k] for k in keys} if keys else section)
+
+
+def model_args():
+    """The base-model flags every model-reading command takes."""
+    args = f"--model {base_model_dir()} --template {config['template']}"
+    if config["base_model_revision"]:
+        args += f" --revision {config['base_model_revision']}"
+    if config["trust_remote_code"]:
+        args += " --trust-remote-code"
+    return args
+
+
+def base_model_input():
+    """The base model as a file input when it is local (demo build or a
+    directory), so a rebuilt model reruns what used it; none for a hub id."""
+    path = base_model_dir()
+    return [path] if config["base_model"] == "demo" or os.path.isdir(path) else []
+
+
+def train_launcher():
+    """`danlu` in-process, or `accelerate launch` over num_processes devices."""
+    settings = config["train"]
+    if settings["num_processes"] <= 1:
+        return "danlu"
+    launcher = f"accelerate launch --num_processes {settings['num_processes']}"
+    if settings["accelerate_config"]:
+        launcher += f" --config_file {settings['accelerate_config']}"
+    else:
+        launcher += " --multi_gpu"
+    return launcher + " -m danlu.cli"
 
 
 def base_model_dir():
@@ -45,6 +96,10 @@ def base_model_dir():
     if config["base_model"] == "demo":
         return "results/demo_model/model"
     return config["base_model"]
+
+
+def signature_prefix(wildcards):
+    return f"results/dedup/signatures/shard-{wildcards.shard}"
 
 
 def dataset_path(wildcards):
@@ -56,7 +111,7 @@ def dataset_json(wildcards):
 
 
 def final_outputs():
-    outputs = ["results/clean/records.jsonl"]
+    outputs = ["results/clean/records.jsonl", "results/train/manifest.json"]
     if config["base_model"] == "demo":
         outputs.append("results/demo_model/manifest.json")
     return outputs

@@ -68,3 +68,114 @@ rule clean_combine:
         out=subpath(output.records, parent=True),
     shell:
         "danlu combine {params.parts:q} --out {params.out:q} --code {input.code:q} > {log} 2>&1"
+
+
+rule dedup_signatures:
+    input:
+        records="results/clean/records.jsonl",
+        code=code("dedup_signatures"),
+    output:
+        lines="results/dedup/signatures/shard-{shard}.lines.npy",
+        sig="results/dedup/signatures/shard-{shard}.sig.npy",
+        sha="results/dedup/signatures/shard-{shard}.sha.npy",
+        manifest="results/dedup/signatures/shard-{shard}.manifest.json",
+    log:
+        "logs/dedup_signatures/shard-{shard}.log",
+    benchmark:
+        "benchmarks/dedup_signatures/shard-{shard}.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        dedup=stage_params("dedup"),
+        shards=config["dedup"]["shards"],
+        prefix=signature_prefix,
+    shell:
+        "danlu dedup-signatures {input.records:q} --shard {wildcards.shard} "
+        "--shards {params.shards} --out {params.prefix:q} --params {params.dedup:q} "
+        "--code {input.code:q} > {log} 2>&1"
+
+
+rule dedup:
+    input:
+        records="results/clean/records.jsonl",
+        signatures=expand(
+            "results/dedup/signatures/shard-{shard}.{part}.npy",
+            shard=SHARDS,
+            part=["lines", "sig", "sha"],
+        ),
+        code=code("dedup"),
+    output:
+        records="results/dedup/records.jsonl",
+        removed="results/dedup/removed.jsonl",
+        clusters="results/dedup/clusters.jsonl",
+        stats="results/dedup/stats.json",
+        plot=report(
+            "results/dedup/clusters.png",
+            caption="../report/clusters.rst",
+            category="Data",
+        ),
+        manifest="results/dedup/manifest.json",
+    log:
+        "logs/dedup.log",
+    benchmark:
+        "benchmarks/dedup.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        dedup=stage_params("dedup"),
+        prefixes=expand("results/dedup/signatures/shard-{shard}", shard=SHARDS),
+        benchmarks=config["benchmarks"]["path"],
+        out=subpath(output.records, parent=True),
+    shell:
+        "danlu dedup {input.records:q} --out {params.out:q} "
+        "--signatures {params.prefixes:q} --benchmarks {params.benchmarks:q} "
+        "--params {params.dedup:q} --code {input.code:q} > {log} 2>&1"
+
+
+rule split:
+    input:
+        records="results/dedup/records.jsonl",
+        code=code("split"),
+    output:
+        train="results/dedup/train.jsonl",
+        val="results/dedup/val.jsonl",
+        stats="results/dedup/split_stats.json",
+        manifest="results/dedup/split.manifest.json",
+    log:
+        "logs/split.log",
+    benchmark:
+        "benchmarks/split.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        dedup=stage_params(
+            "dedup",
+            keys=[
+                "val_size",
+                "split_threshold",
+                "num_perm",
+                "char_ngram",
+                "word_ngram",
+            ]
+            + ["minhash_seed", "include_system"],
+        ),
+        seed=config["seed"],
+        out=subpath(output.train, parent=True),
+    shell:
+        "danlu split {input.records:q} --out {params.out:q} --seed {params.seed} "
+        "--params {params.dedup:q} --code {input.code:q} > {log} 2>&1"
+
+
+rule demo_leak:
+    output:
+        LEAK,
+    log:
+        "logs/demo_leak.log",
+    benchmark:
+        "benchmarks/demo_leak.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        benchmarks=config["benchmarks"]["path"],
+    shell:
+        "danlu demo-leak --benchmarks {params.benchmarks:q} --out {output:q} > {log} 2>&1"
