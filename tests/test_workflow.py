@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 import pytest
-from workflow_utils import make_project, planned, read_json, snakemake
+from workflow_utils import TINY_RUN, edited_config, make_project, planned, read_json, snakemake
 
 from danlu.manifest import sha256_file
 
@@ -26,12 +26,12 @@ def project(tmp_path_factory):
         {"name": "alp", "path": "data/alp.jsonl", "format": "alpaca"},
         {"name": "sg", "path": "data/sg.json"},
         {"name": "msg", "path": "data/msg.parquet", "format": "messages"},
-    ])
+    ], TINY_RUN)
     (root / "data" / "alp.jsonl").write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ALPACA) + "{broken\n", "utf-8")
     (root / "data" / "sg.json").write_text(json.dumps(SHAREGPT, ensure_ascii=False), "utf-8")
     pd.DataFrame({"messages": MESSAGES}).to_parquet(root / "data" / "msg.parquet")
-    snakemake(root, "results/clean/records.jsonl", "results/demo_model/manifest.json")
+    snakemake(root)
     return root
 
 
@@ -64,8 +64,9 @@ def test_mlflow_parent_and_children_with_full_digests(project):
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
-    assert sorted(r.data.tags["danlu.stage"] for r in children) == [
-        "clean", "clean", "clean", "clean_combine", "demo_model"]
+    stages = sorted(r.data.tags["danlu.stage"] for r in children)
+    assert stages == sorted(["clean"] * 3 + ["clean_combine", "demo_model", "dedup_signatures",
+                                             "dedup", "split", "tokenize", "cutoff", "train"])
     combine = next(r for r in children if r.data.tags["danlu.stage"] == "clean_combine")
     digest = sha256_file(project / "results/clean/records.jsonl")
     assert combine.data.tags["danlu.sha256.output.results/clean/records.jsonl"] == digest
@@ -85,13 +86,8 @@ def test_touching_a_data_file_without_change_reruns_nothing(project):
 
 
 def test_unused_key_change_reruns_nothing(project):
-    config = project / "config/config.yaml"
-    original = config.read_text("utf-8")
-    config.write_text(original.replace("experiment: test", "experiment: renamed"), "utf-8")
-    try:
+    with edited_config(project, {"tracking": {"experiment": "renamed"}}):
         assert planned(project) == {}
-    finally:
-        config.write_text(original, "utf-8")
 
 
 def test_editing_a_data_file_reruns_its_clean_job_and_downstream(project):
@@ -100,7 +96,7 @@ def test_editing_a_data_file_reruns_its_clean_job_and_downstream(project):
     path.write_bytes(original + b'{"instruction": "new", "output": "record"}\n')
     try:
         jobs = planned(project)
-        assert jobs["clean"] == 1 and jobs["clean_combine"] == 1
+        assert jobs["clean"] == 1 and jobs["clean_combine"] == 1 and jobs["dedup"] == 1
         assert "demo_model" not in jobs
     finally:
         path.write_bytes(original)
@@ -112,31 +108,61 @@ def test_editing_clean_code_reruns_clean(project):
     path.write_text(original + "\n# an edit\n", "utf-8")
     try:
         jobs = planned(project)
-        assert jobs["clean"] == 3 and jobs["clean_combine"] == 1
+        assert jobs["clean"] == 3 and jobs["clean_combine"] == 1 and jobs["train"] == 1
     finally:
         path.write_text(original, "utf-8")
 
 
 def test_changing_a_clean_key_reruns_clean_only(project):
-    config = project / "config/config.yaml"
-    original = config.read_text("utf-8")
-    config.write_text(original + "clean:\n  min_chars: 3\n", "utf-8")
-    try:
+    with edited_config(project, {"clean": {"min_chars": 3}}):
         jobs = planned(project)
         assert jobs["clean"] == 3 and "demo_model" not in jobs
-    finally:
-        config.write_text(original, "utf-8")
 
 
 def test_unknown_config_key_fails_in_one_line_before_any_job(project):
-    config = project / "config/config.yaml"
-    original = config.read_text("utf-8")
-    config.write_text(original + "clean:\n  min_char: 3\n", "utf-8")
-    try:
+    with edited_config(project, {"clean": {"min_char": 3}}):
         proc = snakemake(project, "-n", check=False)
         assert proc.returncode != 0
         out = proc.stdout + proc.stderr
         assert "config: clean: unknown key 'min_char'" in out
         assert "Job stats" not in out
-    finally:
-        config.write_text(original, "utf-8")
+
+
+def test_training_outputs_and_loss(project):
+    metrics = read_json(project / "results/train/train_metrics.json")
+    assert metrics["switches"]["quantization"] == "nf4" and metrics["switches"]["packing"]
+    assert (project / "results/train/adapter_model.safetensors").is_file()
+    cutoff = read_json(project / "results/lengths/cutoff.json")["cutoff_len"]
+    assert metrics["switches"]["cutoff_len"] == cutoff and cutoff % 64 == 0
+
+
+def test_percentile_change_with_same_cutoff_does_not_retrain(project):
+    cutoff = project / "results/lengths/cutoff.json"
+    before = cutoff.read_bytes()
+    import datasets
+    import numpy as np
+
+    decision = read_json(project / "results/lengths/stats.json")["decision"]
+    lengths = datasets.load_from_disk(str(project / "results/lengths/train"))["length"]
+    # another percentile whose value rounds up to the same multiple of 64
+    other = next(q for q in np.arange(50, 100, 0.5) if q != decision["percentile"]
+                 and -(-np.percentile(lengths, q) // 64) * 64 == decision["rounded"])
+    with edited_config(project, {"lengths": {"percentile": float(other)}}):
+        assert planned(project, "results/lengths/cutoff.json") == {"cutoff": 1}
+        snakemake(project, "results/lengths/cutoff.json")
+        assert cutoff.read_bytes() == before
+        assert planned(project) == {}
+    snakemake(project, "results/lengths/cutoff.json")
+
+
+def test_appending_a_duplicate_changes_no_split_and_does_not_retrain(project):
+    """Runs last: it leaves the appended record in place."""
+    split = {n: (project / f"results/dedup/{n}.jsonl").read_bytes() for n in ("train", "val")}
+    path = project / "data/alp.jsonl"
+    path.write_bytes(path.read_bytes() + (json.dumps(ALPACA[2], ensure_ascii=False) + "\n").encode())
+    jobs = planned(project)
+    assert jobs["clean"] == 1 and jobs["dedup"] == 1
+    snakemake(project, "results/dedup/train.jsonl", "results/dedup/val.jsonl")
+    assert {n: (project / f"results/dedup/{n}.jsonl").read_bytes() for n in split} == split
+    assert read_json(project / "results/dedup/stats.json")["removed_by_reason"]["exact"] >= 1
+    assert planned(project) == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,6 +22,15 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TINY_MODEL = {"vocab_size": 1024, "hidden_size": 128, "intermediate_size": 256,
               "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
               "max_position_embeddings": 1024, "seed": 0}
+
+
+# Enough training to exercise every step (checkpoints, eval) in seconds.
+TINY_RUN = {
+    "lengths": {"min_cutoff": 64},
+    "train": {"max_steps": 4, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+              "save_steps": 2, "eval_steps": 2, "lora_r": 4, "lora_alpha": 8},
+    "dedup": {"val_size": 0.25},
+}
 
 
 def make_project(root: Path, datasets: list[dict], extra_config: dict | None = None) -> Path:
@@ -43,6 +53,20 @@ def make_project(root: Path, datasets: list[dict], extra_config: dict | None = N
     _merge(config, extra_config or {})
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), "utf-8")
     return root
+
+
+@contextlib.contextmanager
+def edited_config(root: Path, changes: dict):
+    """The project's config with `changes` merged in, restored afterwards."""
+    path = root / "config" / "config.yaml"
+    original = path.read_text(encoding="utf-8")
+    config = yaml.safe_load(original)
+    _merge(config, changes)
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    try:
+        yield
+    finally:
+        path.write_text(original, encoding="utf-8")
 
 
 def _merge(base: dict, extra: dict) -> None:

@@ -389,7 +389,7 @@ def split_file(path: Path, cfg: DedupConfig, seed: int, out_dir: Path) -> dict:
     for _line, record, _problem, _raw in iter_records(path):
         if record is not None:
             line_ids.append(record["id"])
-    for row, group in enumerate(groups.tolist()):
+    for group in groups.tolist():
         first_ids.setdefault(group, line_ids[group])
     unit = {g: _group_unit(name, seed) for g, name in first_ids.items()}
     if cfg.val_size >= 1:  # a count: whole groups in hash order until it is reached
@@ -407,7 +407,7 @@ def split_file(path: Path, cfg: DedupConfig, seed: int, out_dir: Path) -> dict:
     with atomic_outputs([out_dir / n for n in names]) as (train_tmp, val_tmp, stats_tmp):
         with open(train_tmp, "w", encoding="utf-8") as train, open(val_tmp, "w", encoding="utf-8") as val:
             row = 0
-            for _line, record, _problem, raw in iter_records(path):
+            for _line, record, _problem, _raw in iter_records(path):
                 if record is None:
                     continue
                 side = "val" if int(groups[row]) in val_groups else "train"
