@@ -23,7 +23,10 @@ def _tokenizer_corpus() -> str:
             for row in csv.DictReader(fh):
                 texts.append("\n".join(v for k, v in row.items() if k and v))
     if not texts:
-        texts = [f"以下是关于第{i}题的单项选择题，请选出答案。\nA. 选项{i}\nB. {i * 7}\n答案：C" for i in range(2000)]
+        texts = [
+            f"以下是关于第{i}题的单项选择题，请选出答案。\nA. 选项{i}\nB. {i * 7}\n答案：C"
+            for i in range(2000)
+        ]
     return "\n\n".join(texts)
 
 

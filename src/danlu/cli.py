@@ -369,6 +369,72 @@ def cmd_demo_leak(args) -> None:
     print(f"demo-leak: {len(records)} benchmark questions planted in {out}")
 
 
+def cmd_evaluate(args) -> None:
+    from danlu.evaluate import EvalConfig, evaluate_model
+    from danlu.manifest import combined_digest, describe_files
+    from danlu.models import load_model, load_tokenizer, resolve_model_path
+    from danlu.stage import run_stage
+
+    params = stage_params(args, "evaluate")
+    cfg = EvalConfig(**{k: params[k] for k in ("benchmarks", "num_fewshot", "scoring",
+                                               "max_per_subject", "subjects", "batch_size",
+                                               "share_prefix", "max_length", "hub")})
+    load = json.loads(args.load) if args.load else {}
+    model_path = resolve_model_path(args.model, args.revision)
+    local = [p for p in (args.model, args.adapter) if p and Path(p).exists()]
+    digest = combined_digest(describe_files(local)) if local else f"{args.model}@{args.revision}"
+    out = Path(args.out)
+
+    def work(run):
+        tokenizer = load_tokenizer(Path(args.adapter or model_path), args.template,
+                                   args.trust_remote_code)
+        model = load_model(model_path, trust_remote_code=args.trust_remote_code, **load)
+        if args.adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, args.adapter)
+        stats = evaluate_model(model, tokenizer, cfg, benchmarks_root=Path(args.benchmarks),
+                               out_dir=out, model_digest=digest)
+        if args.val:
+            from danlu.perplexity import perplexity
+            from danlu.train import prepare_split
+
+            cutoff = json.loads(Path(args.cutoff).read_text(encoding="utf-8"))
+            val = prepare_split(Path(args.val), int(cutoff["cutoff_len"]), cutoff["overlength"])
+            stats["val"] = perplexity(model, [val[i] for i in range(len(val))], cfg.batch_size)
+            write_json(out / "perplexity.json", stats["val"])
+        stats["model_bytes"] = sum(p.stat().st_size for d in local for p in Path(d).rglob("*")
+                                   if p.is_file())
+        return stats
+
+    from danlu.outputs import write_json
+
+    names = ["predictions.jsonl", "subjects.csv", "categories.csv", "summary.json"]
+    names += ["perplexity.json"] if args.val else []
+    inputs = [*local, *([args.val, args.cutoff] if args.val else []), *args.code]
+    stats = run_stage(f"evaluate_{args.name}", {"evaluate": params, "load": load, "model": args.name},
+                      work, inputs=inputs, outputs=[out / n for n in names],
+                      manifest_path=out / "manifest.json")
+    for bench in cfg.benchmarks:
+        b = stats[bench]
+        print(f"evaluate {args.name}: {bench} micro {b['micro_accuracy']:.4f} "
+              f"macro {b['macro_accuracy']:.4f} over {b['questions']} questions")
+
+
+def cmd_eval_compare(args) -> None:
+    from danlu.eval_report import write_comparison
+    from danlu.stage import run_stage
+
+    summaries = {Path(p).parent.name: json.loads(Path(p).read_text(encoding="utf-8"))
+                 for p in args.summaries}
+    out = Path(args.out)
+    run_stage("eval_compare", {"models": list(summaries)},
+              lambda run: {k: str(v) for k, v in write_comparison(summaries, out).items()},
+              inputs=[*args.summaries, *args.code], outputs=[out / "compare.csv", out / "compare.png"],
+              manifest_path=out / "compare.manifest.json", artifacts=[out / "compare.png"],
+              log_stats=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="danlu", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -450,6 +516,24 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     _add_common(p)
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("evaluate", help="C-Eval/CMMLU (and val perplexity) of one model")
+    p.add_argument("--name", required=True, help="label: base, tuned, merged, gptq, awq")
+    p.add_argument("--adapter", help="a PEFT adapter to apply to --model")
+    p.add_argument("--load", help="JSON of load settings (quantization, double_quant, compute_dtype)")
+    p.add_argument("--benchmarks", default="../shared/benchmarks")
+    p.add_argument("--val", help="tokenised val split (Arrow) for perplexity")
+    p.add_argument("--cutoff", help="cutoff.json, with --val")
+    p.add_argument("--out", required=True)
+    _model_args(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("eval-compare", help="compare.csv and chart over evaluated models")
+    p.add_argument("summaries", nargs="+", metavar="SUMMARY_JSON")
+    p.add_argument("--out", required=True)
+    p.add_argument("--code", nargs="*", default=[])
+    p.set_defaults(func=cmd_eval_compare)
+
     p = sub.add_parser("estimate", help="expected peak GPU memory of the configured training")
     p.add_argument("--config", help="danlu config (default: defaults)")
     p.add_argument("--shape", help="a known model shape instead of reading config.json "

@@ -63,6 +63,13 @@ def describe_files(paths: Iterable[str | Path], root: Path | None = None) -> lis
     return sorted(entries, key=lambda e: e["path"])
 
 
+def combined_digest(entries: Iterable[Mapping]) -> str:
+    """One sha256 for a set of files (a model or Arrow directory): over the
+    sorted "path sha256" lines of its entries."""
+    lines = "".join(f"{e['path']} {e['sha256']}\n" for e in sorted(entries, key=lambda e: e["path"]))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
 @lru_cache(maxsize=1)
 def code_version() -> dict:
     """The git commit of the code and whether the work tree differs from it."""

@@ -55,3 +55,39 @@ def load_tokenizer(path: Path, template: str = "chatml", trust_remote_code: bool
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def resolve_dtype(name: str):
+    """torch dtype of a config name; auto = bf16 on GPUs that have it, else fp32."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32  # CPU: fp32 keeps runs bit-reproducible and tests tight
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def load_model(model_dir, *, quantization: str = "none", double_quant: bool = True,
+               compute_dtype: str = "auto", attn_implementation: str = "auto",
+               trust_remote_code: bool = False):
+    """A causal LM from a directory or hub id: `nf4` loads the weights in 4-bit
+    (bitsandbytes, QLoRA's form), `none` in the compute dtype. A directory that
+    carries its own quantization_config (GPTQ/AWQ exports) loads as saved."""
+    import os
+
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    dtype = resolve_dtype(compute_dtype)
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if attn_implementation != "auto":
+        kwargs["attn_implementation"] = attn_implementation
+    if quantization == "nf4":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=dtype,
+        )
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        kwargs["device_map"] = {"": local_rank if torch.cuda.is_available() else "cpu"}
+    return AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)

@@ -23,6 +23,8 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from danlu.manifest import combined_digest
+
 ENV_PARENT = "DANLU_PARENT_RUN_ID"
 ENV_URI = "MLFLOW_TRACKING_URI"
 ENV_EXPERIMENT = "DANLU_EXPERIMENT"
@@ -220,7 +222,7 @@ class StageRun:
                  if e["path"] == path or e["path"].startswith(path.rstrip("/") + "/")]
         if not files:
             return None
-        digest = files[0]["sha256"] if len(files) == 1 else _combined(files)
+        digest = files[0]["sha256"] if len(files) == 1 else combined_digest(files)
         profile = {"sha256": digest, "files": {e["path"]: e["sha256"] for e in files},
                    "bytes": sum(e["size"] for e in files)}
         dataset = Dataset(name=path, digest=digest[:DIGEST_CHARS], source_type="local",
@@ -233,11 +235,3 @@ class StageRun:
         if self.errors:
             return f"tracking: FAILED ({len(self.errors)} error(s), see warnings above)"
         return f"tracking: run {self.run_id} at {self.uri}"
-
-
-def _combined(files: list[dict]) -> str:
-    """One sha256 for a directory: over the sorted 'path sha256' lines."""
-    import hashlib
-
-    lines = "".join(f"{e['path']} {e['sha256']}\n" for e in sorted(files, key=lambda e: e["path"]))
-    return hashlib.sha256(lines.encode()).hexdigest()

@@ -12,7 +12,6 @@ Design, in the spirit of nanoGPT's flat files:
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 
 from danlu.config import ConfigError, TrainConfig
 from danlu.lengths import build_example, truncate_example  # noqa: F401  (one builder, shared)
+from danlu.models import load_model, resolve_dtype
 
 COMPLETE_MARKER = "danlu_complete.json"
 FINGERPRINT = "danlu_fingerprint.json"
@@ -77,31 +77,11 @@ def four_bit_unavailable() -> str | None:
 # --- model ----------------------------------------------------------------------------
 
 
-def compute_dtype(name: str) -> torch.dtype:
-    if name == "auto":
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32  # CPU: fp32 keeps runs bit-reproducible and tests tight
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
-
-
 def load_base(model_dir: Path | str, cfg: TrainConfig, trust_remote_code: bool = False):
-    """The base model as training needs it: nf4 with double quantisation, or
-    full precision for `quantization: none`."""
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    dtype = compute_dtype(cfg.compute_dtype)
-    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
-    if cfg.attn_implementation != "auto":
-        kwargs["attn_implementation"] = cfg.attn_implementation
-    if cfg.quantization == "nf4":
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=cfg.double_quant, bnb_4bit_compute_dtype=dtype,
-        )
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        kwargs["device_map"] = {"": local_rank if torch.cuda.is_available() else "cpu"}
-    return AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    """The base model as training needs it (see models.load_model)."""
+    return load_model(model_dir, quantization=cfg.quantization, double_quant=cfg.double_quant,
+                      compute_dtype=cfg.compute_dtype, attn_implementation=cfg.attn_implementation,
+                      trust_remote_code=trust_remote_code)
 
 
 def keep_4bit_trainable(model) -> int:
@@ -268,7 +248,7 @@ def training_arguments(cfg: TrainConfig, seed: int, output_dir: Path, has_eval: 
     from transformers import TrainingArguments
 
     cuda = torch.cuda.is_available()
-    dtype = compute_dtype(cfg.compute_dtype)
+    dtype = resolve_dtype(cfg.compute_dtype)
     optim = cfg.optim if cfg.optim != "auto" else ("paged_adamw_8bit" if cuda else "adamw_torch")
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -335,7 +315,7 @@ def run_training(*, arrow_dir: Path, cutoff: dict, model_dir: Path | str, tokeni
     args = training_arguments(cfg, seed, out_dir / "checkpoints", eval_ds is not None)
     switches = {"quantization": cfg.quantization, "packing": cfg.packing,
                 "attn_implementation": model.config._attn_implementation,
-                "compute_dtype": str(compute_dtype(cfg.compute_dtype)).removeprefix("torch."),
+                "compute_dtype": str(resolve_dtype(cfg.compute_dtype)).removeprefix("torch."),
                 "liger_kernel": args.use_liger_kernel, "optim": args.optim,
                 "gradient_checkpointing": cfg.gradient_checkpointing,
                 "world_size": args.world_size, "cutoff_len": cutoff_len}

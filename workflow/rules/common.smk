@@ -2,6 +2,7 @@
 # MLflow parent run. Rules only wire files together; logic lives in src/danlu.
 import json
 import os
+import shlex
 import time
 
 from danlu import tracking
@@ -39,15 +40,22 @@ STAGE_CODE = {
     "tokenize": ["lengths.py", "models.py", "templates.py"],
     "cutoff": ["lengths.py"],
     "train": ["train.py", "lengths.py", "models.py"],
+    "evaluate": ["evaluate.py", "eval_scoring.py", "eval_report.py", "benchmarks.py"]
+    + ["perplexity.py", "models.py"],
+    "eval_compare": ["eval_report.py"],
 }
 
 
 SHARDS = range(config["dedup"]["shards"])
+EVAL_MODELS = config["evaluate"]["models"]
+# The evaluate keys that change scores (`models` only picks which jobs exist).
+EVAL_KEYS = [k for k in config["evaluate"] if k != "models"]
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS) or "^$",
     shard=r"\d+",
+    model="|".join(["base", "tuned", "merged", "gptq", "awq"]),
 
 
 def code(stage):
@@ -102,6 +110,36 @@ def signature_prefix(wildcards):
     return f"results/dedup/signatures/shard-{wildcards.shard}"
 
 
+def eval_model_inputs(wildcards):
+    """The files a model's evaluation reads: the base (and adapter) or an export."""
+    if wildcards.model in ("base", "tuned"):
+        inputs = {"model": base_model_input()}
+        if wildcards.model == "tuned":
+            inputs["adapter"] = "results/train/adapter_model.safetensors"
+        return inputs
+    if wildcards.model == "merged":
+        return {"model": "results/merge/model"}
+    return {"model": f"results/quantize/{wildcards.model}"}
+
+
+def eval_model_args(wildcards):
+    """How `danlu evaluate` loads each model: base and tuned as trained (nf4
+    for QLoRA), the exports as saved."""
+    if wildcards.model in ("base", "tuned"):
+        load = {
+            k: config["train"][k]
+            for k in ("quantization", "double_quant", "compute_dtype")
+        }
+        args = f"{model_args()} --load {shlex.quote(to_json(load))}"
+        return args + (" --adapter results/train" if wildcards.model == "tuned" else "")
+    path = (
+        "results/merge/model"
+        if wildcards.model == "merged"
+        else f"results/quantize/{wildcards.model}"
+    )
+    return f"--model {path} --template {config['template']}"
+
+
 def dataset_path(wildcards):
     return DATASETS[wildcards.dataset]["path"]
 
@@ -112,6 +150,7 @@ def dataset_json(wildcards):
 
 def final_outputs():
     outputs = ["results/clean/records.jsonl", "results/train/manifest.json"]
+    outputs += ["results/eval/compare.csv"]
     if config["base_model"] == "demo":
         outputs.append("results/demo_model/manifest.json")
     return outputs

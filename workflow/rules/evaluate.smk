@@ -1,0 +1,57 @@
+# Evaluate: C-Eval and CMMLU (and val perplexity) for each model, then compare.
+
+
+rule evaluate:
+    input:
+        unpack(eval_model_inputs),
+        val="results/lengths/val",
+        cutoff="results/lengths/cutoff.json",
+        code=code("evaluate"),
+    output:
+        summary="results/eval/{model}/summary.json",
+        predictions="results/eval/{model}/predictions.jsonl",
+        subjects="results/eval/{model}/subjects.csv",
+        categories="results/eval/{model}/categories.csv",
+        perplexity="results/eval/{model}/perplexity.json",
+        manifest="results/eval/{model}/manifest.json",
+    log:
+        "logs/evaluate/{model}.log",
+    benchmark:
+        "benchmarks/evaluate/{model}.tsv"
+    conda:
+        CONDA_ENV
+    threads: workflow.cores
+    params:
+        evaluate=stage_params("evaluate", keys=EVAL_KEYS),
+        model=eval_model_args,
+        benchmarks=config["benchmarks"]["path"],
+        out=subpath(output.summary, parent=True),
+    shell:
+        "danlu evaluate --name {wildcards.model} {params.model} "
+        "--benchmarks {params.benchmarks:q} --val {input.val:q} --cutoff {input.cutoff:q} "
+        "--out {params.out:q} --params {params.evaluate:q} --code {input.code:q} > {log} 2>&1"
+
+
+rule eval_compare:
+    input:
+        summaries=expand("results/eval/{model}/summary.json", model=EVAL_MODELS),
+        code=code("eval_compare"),
+    output:
+        table="results/eval/compare.csv",
+        chart=report(
+            "results/eval/compare.png",
+            caption="../report/compare.rst",
+            category="Evaluation",
+        ),
+        manifest="results/eval/compare.manifest.json",
+    log:
+        "logs/eval_compare.log",
+    benchmark:
+        "benchmarks/eval_compare.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        out=subpath(output.table, parent=True),
+    shell:
+        "danlu eval-compare {input.summaries:q} --out {params.out:q} "
+        "--code {input.code:q} > {log} 2>&1"
