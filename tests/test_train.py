@@ -61,8 +61,12 @@ def arrow_dir(tmp_path_factory, tiny_model_dir):
     return root / "lengths"
 
 
+@pytest.fixture(autouse=True)
+def _tracking_off(monkeypatch):
+    monkeypatch.setenv("DANLU_TRACKING_DISABLED", "1")
+
+
 def _no_tracking():
-    os.environ["DANLU_TRACKING_DISABLED"] = "1"
     return StageRun("train")
 
 

@@ -30,6 +30,8 @@ TINY_RUN = {
     "train": {"max_steps": 4, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
               "save_steps": 2, "eval_steps": 2, "lora_r": 4, "lora_alpha": 8},
     "dedup": {"val_size": 0.25},
+    "evaluate": {"max_per_subject": 2, "subjects": ["ceval/accountant", "ceval/college_physics",
+                                                    "cmmlu/agronomy", "cmmlu/marketing"]},
 }
 
 
@@ -84,7 +86,8 @@ def _corpus_text() -> str:
 
 
 def snakemake(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DANLU_", "MLFLOW_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     proc = subprocess.run(
         [SNAKEMAKE, "--profile", "profiles/default", "--cores", "2", *args],
         cwd=root, env=env, capture_output=True, text=True,

@@ -7,6 +7,7 @@ import numbers
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from danlu.audit import record_job
 from danlu.manifest import build_manifest, now, write_manifest
 from danlu.tracking import StageRun
 
@@ -48,6 +49,7 @@ def run_stage(
         if log_stats:
             run.log_metrics(numeric_items(stats))
         run.finish(manifest, manifest_path, digest, datasets, artifacts)
+        record_job(stage=stage, manifest_path=manifest_path, manifest_sha256=digest, run=run)
         print(f"{stage}: manifest {manifest_path} sha256 {digest}")
         print(run.report())
     return stats

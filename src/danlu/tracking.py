@@ -33,6 +33,7 @@ DEFAULT_URI = "sqlite:///results/mlflow.db"
 DEFAULT_ARTIFACTS = "results/mlruns"
 DEFAULT_EXPERIMENT = "danlu"
 DIGEST_CHARS = 32
+_RETRIES = 6
 _KEY_UNSAFE = re.compile(r"[^0-9A-Za-z_\-. /]")
 
 
@@ -123,13 +124,18 @@ class StageRun:
         self._guard("start", self._start)
 
     def _guard(self, what: str, fn, *args):
-        try:
-            return fn(*args)
-        except Exception as err:  # noqa: BLE001 - tracking must not cost the outputs
-            message = f"{self.stage}: {what} failed: {err.__class__.__name__}: {err}"
-            self.errors.append(message)
-            warn(message)
-            return None
+        for attempt in range(_RETRIES + 1):
+            try:
+                return fn(*args)
+            except Exception as err:  # noqa: BLE001 - tracking must not cost the outputs
+                # Parallel jobs share one SQLite file; a writer may find it locked.
+                if "locked" in str(err) and attempt < _RETRIES:
+                    time.sleep(0.2 * 2**attempt)
+                    continue
+                message = f"{self.stage}: {what} failed: {err.__class__.__name__}: {err}"
+                self.errors.append(message)
+                warn(message)
+                return None
 
     def _start(self) -> None:
         from mlflow.entities import Param
@@ -202,8 +208,7 @@ class StageRun:
             tags.append(RunTag("mlflow.source.git.commit", manifest["code"]["commit"]))
         for kind in ("inputs", "outputs"):
             for entry in manifest[kind]:
-                tags.append(RunTag(_key(f"danlu.sha256.{kind[:-1]}.{entry['path']}"),
-                                   entry["sha256"]))
+                tags.append(RunTag(digest_tag(kind[:-1], entry["path"]), entry["sha256"]))
         for i in range(0, len(tags), 100):
             self._client.log_batch(self.run_id, tags=tags[i : i + 100])
         self._client.log_artifact(self.run_id, str(manifest_path))
@@ -235,3 +240,16 @@ class StageRun:
         if self.errors:
             return f"tracking: FAILED ({len(self.errors)} error(s), see warnings above)"
         return f"tracking: run {self.run_id} at {self.uri}"
+
+
+def digest_tag(kind: str, path: str) -> str:
+    """The run tag holding a file's sha256 (`kind` is input or output)."""
+    return _key(f"danlu.sha256.{kind}.{path}")
+
+
+def recorded_digests(uri: str, run_id: str) -> dict:
+    """What a stage's run recorded: its manifest's sha256 and the file digest
+    tags (read back for `danlu verify`)."""
+    tags = _client(uri).get_run(run_id).data.tags
+    return {"manifest": tags.get("danlu.manifest.sha256"),
+            "files": {k: v for k, v in tags.items() if k.startswith("danlu.sha256.")}}

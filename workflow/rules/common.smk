@@ -5,7 +5,7 @@ import os
 import shlex
 import time
 
-from danlu import tracking
+from danlu import audit, tracking
 from danlu.config import to_json, validate_config
 
 validate_config(config, schema=workflow.source_path("../schemas/config.schema.yaml"))
@@ -157,7 +157,9 @@ def final_outputs():
 
 
 def start_tracking():
-    """Create the parent MLflow run and hand its id to every job's environment."""
+    """Create the parent MLflow run and hand its id (and the audit log's
+    path) to every job's environment."""
+    os.environ[audit.ENV_LOG] = "results/audit/log.jsonl"
     settings = config["tracking"]
     if not settings["enabled"]:
         os.environ[tracking.ENV_DISABLED] = "1"

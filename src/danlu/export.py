@@ -1,0 +1,173 @@
+"""Exports: the shipped form of each model (`results/export/<name>/`), with a
+model card, signed, and the provenance statement that ties them to the data,
+code and parameters that made them.
+
+An export directory holds hard links to the files of the stage that made the
+model (no copy of multi-GB weights) plus its `README.md` model card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+CARD_LIMITS = """\
+## Intended use and limits
+
+- Made for research and internal evaluation of fine-tuning on the listed data;
+  not assessed for safety, bias or fitness for any decision about people.
+- Benchmark scores are multiple-choice log-likelihood accuracy on C-Eval (val)
+  and CMMLU (test); they say little about free-text answers.
+- Quantised exports trade accuracy for size: compare their rows above with
+  the merged model's before shipping one.
+- Training data were PII-masked by pattern (IDs with valid check digits, phones,
+  cards passing Luhn, emails, IPs); other personal data may remain.
+"""
+
+
+# Not part of a shipped model: resumable checkpoints and the stage's own records.
+SKIP = ("checkpoints", "manifest.json", "trainer_state.json", "train_metrics.json", "loss.png")
+
+
+def link_tree(src: Path, dst: Path) -> list[Path]:
+    """Hard-link the model files of `src` into `dst` (copy across file systems)."""
+    made = []
+    for f in sorted(p for p in src.rglob("*") if p.is_file()):
+        if any(part in SKIP for part in f.relative_to(src).parts):
+            continue
+        target = dst / f.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(f, target)
+        except OSError:
+            shutil.copy2(f, target)
+        made.append(target)
+    return made
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def model_card(name: str, facts: dict) -> str:
+    """A model card (README.md) from what the pipeline recorded."""
+    lines = [f"# {facts['title']}", "", facts["what"], "",
+             "## Base model", "", f"- `{facts['base_model']}` (files sha256 `{facts['base_digest']}`)", "",
+             "## Data", ""]
+    for ds in facts["datasets"]:
+        lines.append(f"- `{ds['path']}`: sha256 `{ds['sha256']}`")
+    counts = facts["counts"]
+    lines += ["", f"Records: {counts['raw']} read, {counts['cleaned']} after cleaning, "
+                  f"{counts['deduplicated']} after dedup and decontamination, "
+                  f"{counts['train']} train / {counts['val']} val.", "",
+              "## Training", "", "| parameter | value |", "|---|---|"]
+    lines += [f"| `{k}` | `{_fmt(v)}` |" for k, v in sorted(facts["training"].items())]
+    lines += ["", "## Evaluation", ""]
+    evals = facts.get("evaluation")
+    if evals:
+        lines += ["| benchmark | split | shots | questions | micro acc. | macro acc. |",
+                  "|---|---|---|---|---|---|"]
+        for bench, b in sorted(evals["benchmarks"].items()):
+            lines.append(f"| {bench} | {b['split']} | {b['shots']} | {b['questions']} | "
+                         f"{_fmt(b['micro_accuracy'])} | {_fmt(b['macro_accuracy'])} |")
+        settings = evals["settings"]
+        lines += ["", "Micro: over questions (lm-evaluation-harness); macro: mean over subjects. "
+                      f"Scoring: {settings['scoring']}."]
+        if settings.get("max_per_subject"):
+            lines.append(f"Capped at {settings['max_per_subject']} questions per subject: "
+                         "a smoke test, not a published-comparable score.")
+        if facts.get("perplexity") is not None:
+            lines.append(f"Val-split perplexity: {_fmt(facts['perplexity'])}.")
+    else:
+        lines.append("Not evaluated.")
+    if facts.get("quantization"):
+        lines += ["", "## Quantisation", ""]
+        lines += [f"- {k}: `{_fmt(v)}`" for k, v in sorted(facts["quantization"].items())]
+    lines += ["", CARD_LIMITS, "## Provenance", "",
+              "Every file here is listed with its sha256 in `results/audit/provenance.intoto.json` "
+              "(in-toto Statement v1, SLSA Provenance v1), signed in `results/audit/`. Check it with "
+              "`danlu verify`.", ""]
+    return "\n".join(lines)
+
+
+def eval_summary(results: Path, name: str) -> tuple[dict | None, float | None]:
+    """The evaluation summary and val perplexity of one model, if it was evaluated."""
+    folder = results / "eval" / {"adapter": "tuned"}.get(name, name)
+    summary = folder / "summary.json"
+    if not summary.is_file():
+        return None, None
+    data = json.loads(summary.read_text(encoding="utf-8"))
+    ppl = folder / "perplexity.json"
+    value = json.loads(ppl.read_text(encoding="utf-8"))["val_perplexity"] if ppl.is_file() else None
+    return data, value
+
+
+def pipeline_facts(results: Path, config: dict) -> dict:
+    """What every card repeats: base model, data digests and counts, training."""
+    from danlu.manifest import combined_digest
+
+    def manifest(path: str) -> dict:
+        p = results / path
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+
+    clean = json.loads((results / "clean" / "stats.json").read_text(encoding="utf-8"))
+    dedup = json.loads((results / "dedup" / "stats.json").read_text(encoding="utf-8"))
+    split = json.loads((results / "dedup" / "split_stats.json").read_text(encoding="utf-8"))
+    raw = {e["path"]: e["sha256"] for part in (results / "clean" / "parts").glob("*/manifest.json")
+           for e in json.loads(part.read_text(encoding="utf-8"))["inputs"]
+           if not e["path"].startswith("src/")}
+    train = manifest("train/manifest.json")
+    base_files = [e for e in train.get("inputs", []) if e["path"].startswith(_base_prefix(config))]
+    params = train.get("params", {}).get("train", config.get("train", {}))
+    return {
+        "base_model": config["base_model"] if config["base_model"] != "demo"
+        else "demo (tiny random Llama built from data/demo)",
+        "base_digest": combined_digest(base_files) if base_files else
+        f"hub revision {config.get('base_model_revision') or 'main'}",
+        "datasets": [{"path": p, "sha256": s} for p, s in sorted(raw.items())],
+        "counts": {"raw": clean["records_in"], "cleaned": clean["records_kept"],
+                   "deduplicated": dedup["records_kept"], "train": split["train"],
+                   "val": split["val"]},
+        "training": {k: params[k] for k in ("quantization", "lora_r", "lora_alpha", "lora_dropout",
+                                            "lora_target", "learning_rate", "num_epochs",
+                                            "max_steps", "per_device_train_batch_size",
+                                            "gradient_accumulation_steps", "packing")
+                     if k in params} | {"seed": config.get("seed")},
+    }
+
+
+def _base_prefix(config: dict) -> str:
+    return "results/demo_model/model" if config["base_model"] == "demo" else config["base_model"]
+
+
+TITLES = {
+    "adapter": ("LoRA adapter", "A PEFT LoRA adapter; load it on the base model with "
+                "`PeftModel.from_pretrained(base, this_dir)`."),
+    "merged": ("Merged model", "The base model with the adapter merged in, full precision; "
+               "loads with `AutoModelForCausalLM.from_pretrained(this_dir)`."),
+    "gptq": ("GPTQ 4-bit model", "W4A16 GPTQ export (llm-compressor, compressed-tensors); loads "
+             "with `from_pretrained` and in vLLM."),
+    "awq": ("AWQ 4-bit model", "W4A16 AWQ export (llm-compressor, compressed-tensors); loads "
+            "with `from_pretrained` and in vLLM."),
+}
+
+
+def write_export(name: str, src: Path, dst: Path, results: Path, facts: dict) -> list[Path]:
+    """Link one model's files into its export directory and add the card."""
+    files = link_tree(src, dst)
+    evaluation, ppl = eval_summary(results, name)
+    card_facts = dict(facts, title=TITLES[name][0], what=TITLES[name][1], evaluation=evaluation,
+                      perplexity=ppl)
+    quant = src / "config.json"
+    if name in ("gptq", "awq") and quant.is_file():
+        qcfg = json.loads(quant.read_text(encoding="utf-8")).get("quantization_config", {})
+        card_facts["quantization"] = {"method": name, "format": qcfg.get("format"),
+                                      "quant_method": qcfg.get("quant_method"),
+                                      "ignore": ", ".join(qcfg.get("ignore", []))}
+    card = dst / "README.md"
+    if card.exists():  # a card linked from the source (peft writes one) is replaced, not edited
+        card.unlink()
+    card.write_text(model_card(name, card_facts), encoding="utf-8")
+    return sorted(set(files) | {card})
