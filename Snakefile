@@ -10,6 +10,14 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS) or "^$",
+    shard=r"\d+",
+    model="|".join(MODEL_NAMES),
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"

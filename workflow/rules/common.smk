@@ -52,10 +52,36 @@ EVAL_MODELS = config["evaluate"]["models"]
 EVAL_KEYS = [k for k in config["evaluate"] if k != "models"]
 
 
-wildcard_constraints:
-    dataset="|".join(DATASETS) or "^$",
-    shard=r"\d+",
-    model="|".join(["base", "tuned", "merged", "gptq", "awq"]),
+MODEL_NAMES = ["base", "tuned", "merged", "gptq", "awq"]
+
+# Rules that benefit from a GPU on a cluster: they ask for one there.
+GPU_RULES = {"train", "evaluate", "merge", "quantize"}
+
+
+def job_resources(name):
+    """Resources of the job `name` from config: `resources.default`, then
+    `resources.<name>`; GPU rules ask for `gpus` (train: num_processes)."""
+    settings = {
+        **config["resources"].get("default", {}),
+        **config["resources"].get(name, {}),
+    }
+    settings.pop("threads", None)
+    if name in GPU_RULES:
+        default_gpus = config["train"]["num_processes"] if name == "train" else 0
+        gpus = settings.pop("gpus", default_gpus)
+        if gpus:
+            settings["gpu"] = gpus
+    else:
+        settings.pop("gpus", None)
+    return settings
+
+
+def job_threads(name, default=1):
+    settings = {
+        **config["resources"].get("default", {}),
+        **config["resources"].get(name, {}),
+    }
+    return settings.get("threads", default)
 
 
 def code(stage):
@@ -63,8 +89,8 @@ def code(stage):
 
 
 def stage_params(name, keys=None):
-    """A config section (or some of its keys) as canonical JSON: a rule reruns
-    when, and only when, a value it passes changes."""
+    """A config section (or some of its keys) as canonical JSON: each job
+    reruns when, and only when, a value it passes changes."""
     section = config[name]
     return to_json({k: section[k] for k in keys} if keys else section)
 
@@ -96,7 +122,7 @@ def train_launcher():
         launcher += f" --config_file {settings['accelerate_config']}"
     else:
         launcher += " --multi_gpu"
-    return launcher + " -m danlu.cli"
+    return f"{launcher} -m danlu.cli"
 
 
 def base_model_dir():

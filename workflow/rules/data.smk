@@ -14,6 +14,8 @@ rule demo_model:
         "benchmarks/demo_model.tsv"
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("demo_model"),
     params:
         demo=stage_params("demo"),
     shell:
@@ -37,6 +39,8 @@ rule clean:
         "benchmarks/clean/{dataset}.tsv"
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("clean"),
     params:
         out=subpath(output.records, parent=True),
         dataset=dataset_json,
@@ -63,6 +67,8 @@ rule clean_combine:
         "benchmarks/clean_combine.tsv"
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("clean_combine"),
     params:
         parts=expand("results/clean/parts/{dataset}", dataset=DATASETS),
         out=subpath(output.records, parent=True),
@@ -85,6 +91,9 @@ rule dedup_signatures:
         "benchmarks/dedup_signatures/shard-{shard}.tsv"
     conda:
         CONDA_ENV
+    threads: job_threads("dedup_signatures")
+    resources:
+        **job_resources("dedup_signatures"),
     params:
         dedup=stage_params("dedup"),
         shards=config["dedup"]["shards"],
@@ -121,6 +130,8 @@ rule dedup:
         "benchmarks/dedup.tsv"
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("dedup"),
     params:
         dedup=stage_params("dedup"),
         prefixes=expand("results/dedup/signatures/shard-{shard}", shard=SHARDS),
@@ -147,6 +158,8 @@ rule split:
         "benchmarks/split.tsv"
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("split"),
     params:
         dedup=stage_params(
             "dedup",
@@ -175,6 +188,8 @@ rule demo_leak:
         "benchmarks/demo_leak.tsv"
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("demo_leak"),
     params:
         benchmarks=config["benchmarks"]["path"],
     shell:

@@ -20,7 +20,9 @@ rule evaluate:
         "benchmarks/evaluate/{model}.tsv"
     conda:
         CONDA_ENV
-    threads: workflow.cores
+    threads: job_threads("evaluate", workflow.cores)
+    resources:
+        **job_resources("evaluate"),
     params:
         evaluate=stage_params("evaluate", keys=EVAL_KEYS),
         model=eval_model_args,
@@ -50,6 +52,8 @@ rule eval_compare:
         "benchmarks/eval_compare.tsv"
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("eval_compare"),
     params:
         out=subpath(output.table, parent=True),
     shell:

@@ -17,7 +17,9 @@ rule tokenize:
         "benchmarks/tokenize.tsv"
     conda:
         CONDA_ENV
-    threads: 2
+    threads: job_threads("tokenize", 2)
+    resources:
+        **job_resources("tokenize"),
     params:
         lengths=stage_params("lengths", keys=["train_on_prompt", "mask_history"]),
         model=model_args(),
@@ -49,6 +51,8 @@ rule cutoff:
         "benchmarks/cutoff.tsv"
     conda:
         CONDA_ENV
+    resources:
+        **job_resources("cutoff"),
     params:
         lengths=stage_params(
             "lengths",
@@ -92,7 +96,7 @@ rule train:
         "benchmarks/train.tsv"
     conda:
         CONDA_ENV
-    threads: workflow.cores
+    threads: job_threads("train", workflow.cores)
     resources:
         gpus=(
             config["train"]["num_processes"]
