@@ -66,7 +66,9 @@ def test_mlflow_parent_and_children_with_full_digests(project):
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     stages = sorted(r.data.tags["danlu.stage"] for r in children)
     assert stages == sorted(["clean"] * 3 + ["clean_combine", "demo_model", "dedup_signatures",
-                                             "dedup", "split", "tokenize", "cutoff", "train"])
+                                             "dedup", "split", "tokenize", "cutoff", "train",
+                                             "evaluate_base", "evaluate_tuned", "eval_compare",
+                                             "audit"])
     combine = next(r for r in children if r.data.tags["danlu.stage"] == "clean_combine")
     digest = sha256_file(project / "results/clean/records.jsonl")
     assert combine.data.tags["danlu.sha256.output.results/clean/records.jsonl"] == digest

@@ -88,6 +88,7 @@ def _corpus_text() -> str:
 def snakemake(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DANLU_", "MLFLOW_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env["DANLU_KEY_DIR"] = str(root / ".keys")  # never the user's real signing key
     proc = subprocess.run(
         [SNAKEMAKE, "--profile", "profiles/default", "--cores", "2", *args],
         cwd=root, env=env, capture_output=True, text=True,
@@ -95,6 +96,12 @@ def snakemake(root: Path, *args: str, check: bool = True) -> subprocess.Complete
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def danlu(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the danlu command in the project, as a user would."""
+    return subprocess.run([str(Path(sys.executable).with_name("danlu")), *args], cwd=root,
+                          capture_output=True, text=True)
 
 
 def planned(root: Path, *targets: str) -> Counter:

@@ -43,6 +43,7 @@ STAGE_CODE = {
     "evaluate": ["evaluate.py", "eval_scoring.py", "eval_report.py", "benchmarks.py"]
     + ["perplexity.py", "models.py"],
     "eval_compare": ["eval_report.py"],
+    "audit": ["export.py", "signing.py", "provenance.py", "audit.py"],
 }
 
 
@@ -166,6 +167,31 @@ def eval_model_args(wildcards):
     return f"--model {path} --template {config['template']}"
 
 
+def export_sources():
+    """Model directories to ship: the adapter, and the merged and quantised
+    models when the export stages are on."""
+    sources = {"adapter": "results/train"}
+    return sources
+
+
+def export_inputs(wildcards):
+    inputs = {"adapter": "results/train/adapter_model.safetensors"}
+    inputs.update({n: d for n, d in export_sources().items() if n != "adapter"})
+    return inputs
+
+
+def export_args():
+    return " ".join(f"--export {n}={d}" for n, d in export_sources().items())
+
+
+def audited_config():
+    """The resolved config the provenance records (settings that change no
+    result, tracking and resources, left out so they rerun nothing)."""
+    return to_json(
+        {k: v for k, v in config.items() if k not in ("tracking", "resources")}
+    )
+
+
 def dataset_path(wildcards):
     return DATASETS[wildcards.dataset]["path"]
 
@@ -176,7 +202,7 @@ def dataset_json(wildcards):
 
 def final_outputs():
     outputs = ["results/clean/records.jsonl", "results/train/manifest.json"]
-    outputs += ["results/eval/compare.csv"]
+    outputs += ["results/eval/compare.csv", "results/audit/manifest.json"]
     if config["base_model"] == "demo":
         outputs.append("results/demo_model/manifest.json")
     return outputs

@@ -39,7 +39,11 @@ rule eval_compare:
         summaries=expand("results/eval/{model}/summary.json", model=EVAL_MODELS),
         code=code("eval_compare"),
     output:
-        table="results/eval/compare.csv",
+        table=report(
+            "results/eval/compare.csv",
+            caption="../report/compare_table.rst",
+            category="Evaluation",
+        ),
         chart=report(
             "results/eval/compare.png",
             caption="../report/compare.rst",
