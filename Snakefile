@@ -16,10 +16,12 @@ wildcard_constraints:
     dataset="|".join(DATASETS) or "^$",
     shard=r"\d+",
     model="|".join(MODEL_NAMES),
+    method="gptq|awq",
 
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/export.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/audit.smk"
 

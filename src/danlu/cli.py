@@ -382,7 +382,9 @@ def cmd_evaluate(args) -> None:
                                                "share_prefix", "max_length", "hub")})
     load = json.loads(args.load) if args.load else {}
     model_path = resolve_model_path(args.model, args.revision)
-    local = [p for p in (args.model, args.adapter) if p and Path(p).exists()]
+    # The adapter directory also holds checkpoints and reports: only the adapter counts.
+    adapter_files = [str(p) for p in sorted(Path(args.adapter).glob("adapter_*"))] if args.adapter else []
+    local = [p for p in (args.model,) if Path(p).exists()] + adapter_files
     digest = combined_digest(describe_files(local)) if local else f"{args.model}@{args.revision}"
     out = Path(args.out)
 
@@ -404,13 +406,15 @@ def cmd_evaluate(args) -> None:
             val = prepare_split(Path(args.val), int(cutoff["cutoff_len"]), cutoff["overlength"])
             stats["val"] = perplexity(model, [val[i] for i in range(len(val))], cfg.batch_size)
             write_json(out / "perplexity.json", stats["val"])
-        stats["model_bytes"] = sum(p.stat().st_size for d in local for p in Path(d).rglob("*")
-                                   if p.is_file())
+        stats["model_bytes"] = sum(e["size"] for e in describe_files(local))
+        write_json(out / "model.json", {
+            "name": args.name, "bytes": stats["model_bytes"], "digest": digest, "load": load,
+            "val_perplexity": stats.get("val", {}).get("val_perplexity")})
         return stats
 
     from danlu.outputs import write_json
 
-    names = ["predictions.jsonl", "subjects.csv", "categories.csv", "summary.json"]
+    names = ["predictions.jsonl", "subjects.csv", "categories.csv", "summary.json", "model.json"]
     names += ["perplexity.json"] if args.val else []
     inputs = [*local, *([args.val, args.cutoff] if args.val else []), *args.code]
     stats = run_stage(f"evaluate_{args.name}", {"evaluate": params, "load": load, "model": args.name},
@@ -428,9 +432,15 @@ def cmd_eval_compare(args) -> None:
 
     summaries = {Path(p).parent.name: json.loads(Path(p).read_text(encoding="utf-8"))
                  for p in args.summaries}
+    facts = {}
+    for p in args.summaries:
+        model = json.loads((Path(p).parent / "model.json").read_text(encoding="utf-8"))
+        facts[Path(p).parent.name] = {"size_mb": round(model["bytes"] / 2**20, 3),
+                                      "val_perplexity": model.get("val_perplexity")}
     out = Path(args.out)
     run_stage("eval_compare", {"models": list(summaries)},
-              lambda run: {k: str(v) for k, v in write_comparison(summaries, out).items()},
+              lambda run: {k: str(v) for k, v in
+                           write_comparison(summaries, out, model_facts=facts).items()},
               inputs=[*args.summaries, *args.code], outputs=[out / "compare.csv", out / "compare.png"],
               manifest_path=out / "compare.manifest.json", artifacts=[out / "compare.png"],
               log_stats=False)
@@ -521,6 +531,64 @@ def cmd_verify(args) -> None:
         raise SystemExit(1)
 
 
+def _check_prompts(val_path: str, tokenizer, n: int, max_tokens: int = 128) -> list[list[int]]:
+    """Token ids of the first n val records' prompts, for the merge check."""
+    from danlu.records import read_jsonl
+
+    prompts = []
+    for record in read_jsonl(val_path):
+        text = tokenizer.apply_chat_template(record["messages"][:-1], add_generation_prompt=True,
+                                             tokenize=False)
+        prompts.append(tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens])
+        if len(prompts) == n:
+            break
+    return prompts
+
+
+def cmd_merge(args) -> None:
+    from danlu.merge import merge_adapter
+    from danlu.models import load_tokenizer, resolve_model_path
+    from danlu.stage import run_stage
+
+    params = stage_params(args, "export")
+    model_path = resolve_model_path(args.model, args.revision)
+    tokenizer = load_tokenizer(Path(args.adapter), args.template, args.trust_remote_code)
+    prompts = _check_prompts(args.val, tokenizer, params["merge_check_prompts"])
+    out = Path(args.out)
+    adapter_files = sorted(str(p) for p in Path(args.adapter).glob("adapter_*"))
+    run_stage(
+        "merge", {"export": params, **_model_facts(args, model_path)},
+        lambda run: merge_adapter(model_path, Path(args.adapter), out, check_inputs=prompts,
+                                  dtype=params["merge_dtype"], template=args.template,
+                                  trust_remote_code=args.trust_remote_code),
+        inputs=[*_model_inputs(args.model), *adapter_files, args.val, *args.code],
+        outputs=[out], manifest_path=Path(args.manifest),
+    )
+
+
+def cmd_quantize(args) -> None:
+    from danlu.models import load_tokenizer
+    from danlu.quantize import calibration_texts, quantize_model
+    from danlu.records import read_jsonl
+    from danlu.stage import run_stage
+
+    params = stage_params(args, "export")
+    tokenizer = load_tokenizer(Path(args.model), args.template, args.trust_remote_code)
+    texts = calibration_texts(list(read_jsonl(args.train)), tokenizer,
+                              params["calibration_samples"], args.seed)
+    out = Path(args.out)
+    run_stage(
+        f"quantize_{args.method}", {"export": params, "method": args.method, "seed": args.seed},
+        lambda run: quantize_model(
+            Path(args.model), out, method=args.method, calibration_texts=texts, tokenizer=tokenizer,
+            scheme=params["scheme"], group_size=params["group_size"],
+            max_seq_length=params["calibration_max_length"],
+            dampening_frac=params["dampening_frac"], trust_remote_code=args.trust_remote_code),
+        inputs=[args.model, args.train, *args.code], outputs=[out],
+        manifest_path=Path(args.manifest),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="danlu", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -602,6 +670,25 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     _add_common(p)
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("merge", help="merge the LoRA adapter into the full-precision base, verified")
+    p.add_argument("--adapter", required=True)
+    p.add_argument("--val", required=True, help="val records.jsonl: prompts for the logit check")
+    p.add_argument("--out", required=True)
+    p.add_argument("--manifest", required=True)
+    _model_args(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("quantize", help="GPTQ or AWQ W4A16 export with llm-compressor")
+    p.add_argument("--method", required=True, choices=["gptq", "awq"])
+    p.add_argument("--train", required=True, help="train records.jsonl: calibration samples")
+    p.add_argument("--out", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--seed", type=int, default=42)
+    _model_args(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_quantize)
+
     p = sub.add_parser("evaluate", help="C-Eval/CMMLU (and val perplexity) of one model")
     p.add_argument("--name", required=True, help="label: base, tuned, merged, gptq, awq")
     p.add_argument("--adapter", help="a PEFT adapter to apply to --model")
@@ -649,13 +736,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from danlu.benchmarks import BenchmarkError
+    from danlu.merge import MergeError
+    from danlu.quantize import QuantizeError
     from danlu.lengths import TemplateError
     from danlu.readers import InputError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (InputError, ConfigError, UsageError, ModelError, TemplateError, BenchmarkError) as err:
+    except (InputError, ConfigError, UsageError, ModelError, TemplateError, BenchmarkError,
+            MergeError, QuantizeError) as err:
         print(f"danlu {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -187,10 +187,15 @@ def summarise(
 
 
 def write_comparison(
-    summaries: Mapping[str, Mapping], out_dir: Path, *, average: str = "micro_accuracy"
+    summaries: Mapping[str, Mapping],
+    out_dir: Path,
+    *,
+    average: str = "micro_accuracy",
+    model_facts: Mapping[str, Mapping] | None = None,
 ) -> dict[str, Path]:
     """compare.csv and compare.png from several models' summary.json contents
-    (label -> summary, in the order the bars should appear)."""
+    (label -> summary, in the order the bars should appear). `model_facts`
+    (label -> {size_mb, val_perplexity}) adds those columns and legend notes."""
     if average not in AVERAGES:
         raise ValueError(f"average must be one of {', '.join(AVERAGES)}, got {average!r}")
     rows = []
@@ -212,6 +217,10 @@ def write_comparison(
         rows,
         columns=["benchmark", "category", "model", "questions", "micro_accuracy", "macro_accuracy"],
     )
+    facts = model_facts or {}
+    for column in ("size_mb", "val_perplexity"):
+        if any(column in f for f in facts.values()):
+            table[column] = [facts.get(m, {}).get(column) for m in table["model"]]
     # Group the models' rows side by side: benchmark, then category ("overall" last),
     # models in the caller's order (a stable sort keeps it).
     last = table["category"] == "overall"
@@ -220,11 +229,21 @@ def write_comparison(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "compare.csv", "png": out_dir / "compare.png"}
     _write_csv(table, paths["csv"])
-    _plot_comparison(table, list(summaries), average, paths["png"])
+    labels = {m: _legend(m, facts.get(m, {})) for m in summaries}
+    _plot_comparison(table, list(summaries), average, paths["png"], labels)
     return paths
 
 
-def _plot_comparison(table: pd.DataFrame, models: list[str], average: str, path: Path) -> None:
+def _legend(model: str, facts: Mapping) -> str:
+    notes = [f"{facts['size_mb']:.1f} MB"] if facts.get("size_mb") is not None else []
+    if facts.get("val_perplexity") is not None:
+        notes.append(f"ppl {facts['val_perplexity']:.1f}")
+    return f"{model} ({', '.join(notes)})" if notes else model
+
+
+def _plot_comparison(
+    table: pd.DataFrame, models: list[str], average: str, path: Path, labels: Mapping[str, str]
+) -> None:
     # Figure without pyplot: the Agg canvas, no global state, safe in a worker process.
     from matplotlib.figure import Figure
 
@@ -239,7 +258,7 @@ def _plot_comparison(table: pd.DataFrame, models: list[str], average: str, path:
             values = part[part["model"] == model].set_index("category")[average]
             heights = [float(values.get(c)) if pd.notna(values.get(c)) else 0.0 for c in categories]
             xs = [c + (m - (len(models) - 1) / 2) * width for c in range(len(categories))]
-            ax.bar(xs, heights, width, label=model)
+            ax.bar(xs, heights, width, label=labels.get(model, model))
         ax.axhline(
             RANDOM_GUESS, color="grey", linestyle="--", linewidth=1, label="random guess (25%)"
         )

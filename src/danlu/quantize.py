@@ -193,8 +193,8 @@ def quantize_model(model_dir, out_dir, *, method: str, calibration_texts: list[s
         group_size: input columns sharing one scale; must divide every quantised
             layer's input width (checked first).
         max_seq_length: calibration texts are cut to this many tokens.
-        ignore: layers left in full precision (lm_head: 4-bit logits cost quality
-            and little memory).
+        ignore: layers left in full precision (lm_head: quantising it costs the
+            most quality for the least memory saved).
         dampening_frac: GPTQ's Hessian dampening (unused by AWQ).
         agreement_prompts: how many calibration prompts the fp and quantised
             models are compared on (top-1 agreement); 0 skips the comparison.
@@ -217,6 +217,8 @@ def quantize_model(model_dir, out_dir, *, method: str, calibration_texts: list[s
     encoded = [tokenizer(text, add_special_tokens=False, truncation=True,
                          max_length=max_seq_length)["input_ids"] for text in calibration_texts]
     encoded = [ids for ids in encoded if ids]
+    if not encoded:
+        raise QuantizeError("every calibration text encodes to zero tokens")
     dataset = Dataset.from_dict({"input_ids": encoded,
                                  "attention_mask": [[1] * len(ids) for ids in encoded]})
 

@@ -43,12 +43,23 @@ STAGE_CODE = {
     "evaluate": ["evaluate.py", "eval_scoring.py", "eval_report.py", "benchmarks.py"]
     + ["perplexity.py", "models.py"],
     "eval_compare": ["eval_report.py"],
+    "merge": ["merge.py", "models.py"],
+    "quantize": ["quantize.py", "models.py"],
     "audit": ["export.py", "signing.py", "provenance.py", "audit.py"],
 }
 
 
 SHARDS = range(config["dedup"]["shards"])
 EVAL_MODELS = config["evaluate"]["models"]
+if not config["export"]["merge"] and set(EVAL_MODELS) & {"merged", "gptq", "awq"}:
+    raise WorkflowError(
+        "config: evaluate.models names an export but export.merge is false"
+    )
+missing = set(EVAL_MODELS) & {"gptq", "awq"} - set(config["export"]["quantize"])
+if missing:
+    raise WorkflowError(
+        f"config: evaluate.models names {sorted(missing)} not in export.quantize"
+    )
 # The evaluate keys that change scores (`models` only picks which jobs exist).
 EVAL_KEYS = [k for k in config["evaluate"] if k != "models"]
 
@@ -171,6 +182,11 @@ def export_sources():
     """Model directories to ship: the adapter, and the merged and quantised
     models when the export stages are on."""
     sources = {"adapter": "results/train"}
+    if config["export"]["merge"]:
+        sources["merged"] = "results/merge/model"
+        sources.update(
+            {m: f"results/quantize/{m}" for m in config["export"]["quantize"]}
+        )
     return sources
 
 

@@ -13,6 +13,7 @@ rule evaluate:
         subjects="results/eval/{model}/subjects.csv",
         categories="results/eval/{model}/categories.csv",
         perplexity="results/eval/{model}/perplexity.json",
+        model_facts="results/eval/{model}/model.json",
         manifest="results/eval/{model}/manifest.json",
     log:
         "logs/evaluate/{model}.log",
