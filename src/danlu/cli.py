@@ -736,9 +736,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from danlu.benchmarks import BenchmarkError
+    from danlu.lengths import TemplateError
     from danlu.merge import MergeError
     from danlu.quantize import QuantizeError
-    from danlu.lengths import TemplateError
     from danlu.readers import InputError
 
     args = build_parser().parse_args(argv)
