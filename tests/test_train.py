@@ -154,6 +154,22 @@ def test_packed_and_padded_batches_give_the_same_loss(arrow_dir, tiny_model_dir,
     assert packed.item() == pytest.approx(padded.item(), abs=1e-5)
 
 
+def test_packed_rows_hold_every_example_once_within_the_row_bound():
+    from danlu.train import PackedRows
+
+    rng = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 300, (40,), generator=rng).tolist()
+    feats = [{"input_ids": list(range(1, n + 1)), "labels": list(range(1, n + 1))} for n in lengths]
+    batch = PackedRows(512)(feats)
+    ids, labels, pos = batch["input_ids"], batch["labels"], batch["position_ids"]
+    assert ids.shape[1] <= 512
+    starts = (pos == 0) & (ids != 0)  # each example starts at position 0
+    assert int(starts.sum()) == len(lengths)
+    assert bool((labels[starts] == -100).all())  # never predicted across examples
+    assert int((labels != -100).sum()) == sum(n - 1 for n in lengths)
+    assert int((ids != 0).sum()) == sum(lengths)
+
+
 def _lora_grads_after(model, batch, eval_first: bool) -> dict[str, torch.Tensor]:
     with torch.no_grad():  # make B non-zero so every LoRA matrix gets a gradient
         for name, p in model.named_parameters():

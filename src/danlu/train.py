@@ -149,15 +149,69 @@ def prepare_split(arrow_dir: Path, cutoff_len: int, overlength: str):
     return ds.filter(lambda k: k, input_columns="keep").remove_columns("keep")
 
 
-def make_collator(tokenizer, packing: bool):
-    """Padding-free packing (one row of concatenated examples, positions restart
-    per example, no attention across them) or classic padded batches."""
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+class PackedRows:
+    """Padding-free packing into rows of at most `row_tokens` tokens.
+
+    Examples are placed first-fit-decreasing into rows; inside a row they are
+    concatenated, position ids restart at each example (so transformers masks
+    attention between them) and the first label of each is -100 (it would
+    otherwise be predicted from the previous example). Only row ends are padded.
+    With one row this is transformers' DataCollatorWithFlattening; bounding the
+    row keeps SDPA/eager attention, which is quadratic in the row, cheap
+    (flash-attention's varlen kernels need no bound).
+    """
+
+    def __init__(self, row_tokens: int | None, pad_id: int = 0):
+        self.row_tokens, self.pad_id = row_tokens, pad_id
+
+    def rows(self, lengths: list[int]) -> list[list[int]]:
+        cap = self.row_tokens or sum(lengths)
+        rows: list[list[int]] = []
+        space: list[int] = []
+        for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+            slot = next((r for r, free in enumerate(space) if free >= lengths[i]), None)
+            if slot is None:
+                rows.append([])
+                space.append(max(cap, lengths[i]))
+                slot = len(rows) - 1
+            rows[slot].append(i)
+            space[slot] -= lengths[i]
+        return [sorted(r) for r in rows]  # input order inside a row: deterministic
+
+    def __call__(self, features: list[dict]) -> dict:
+        rows = self.rows([len(f["input_ids"]) for f in features])
+        width = max(sum(len(features[i]["input_ids"]) for i in r) for r in rows)
+        width = -(-width // 64) * 64  # few distinct shapes: GPU kernels are chosen once per shape
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, members in enumerate(rows):
+            at = 0
+            for i in members:
+                n = len(features[i]["input_ids"])
+                ids[r, at : at + n] = torch.as_tensor(features[i]["input_ids"])
+                labels[r, at + 1 : at + n] = torch.as_tensor(features[i]["labels"][1:])
+                positions[r, at : at + n] = torch.arange(n)
+                at += n
+            positions[r, at:] = torch.arange(width - at)  # the padding is a sequence of its own
+        return {"input_ids": ids, "labels": labels, "position_ids": positions}
+
+
+def make_collator(tokenizer, packing: bool, row_tokens: int | None = None):
+    """Packing (see PackedRows; `row_tokens` None = one row per batch) or
+    classic padded batches."""
+    from transformers import DataCollatorForSeq2Seq
 
     if packing:
-        return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
+        return PackedRows(row_tokens, tokenizer.pad_token_id or 0)
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100,
                                   pad_to_multiple_of=8, return_tensors="pt")
+
+
+def pack_row_tokens(attn_implementation: str, cutoff_len: int) -> int | None:
+    """Rows as long as cutoff_len for quadratic attention kernels; one row for
+    flash-attention, whose varlen kernels cost only what each example costs."""
+    return None if attn_implementation.startswith("flash_attention") else cutoff_len
 
 
 # --- checkpoints -----------------------------------------------------------------------
@@ -314,6 +368,8 @@ def run_training(*, arrow_dir: Path, cutoff: dict, model_dir: Path | str, tokeni
     model = attach_lora(load_base(model_dir, cfg, trust_remote_code), cfg, seed)
     args = training_arguments(cfg, seed, out_dir / "checkpoints", eval_ds is not None)
     switches = {"quantization": cfg.quantization, "packing": cfg.packing,
+                "pack_row_tokens": pack_row_tokens(model.config._attn_implementation, cutoff_len)
+                if cfg.packing else None,
                 "attn_implementation": model.config._attn_implementation,
                 "compute_dtype": str(resolve_dtype(cfg.compute_dtype)).removeprefix("torch."),
                 "liger_kernel": args.use_liger_kernel, "optim": args.optim,
@@ -324,7 +380,10 @@ def run_training(*, arrow_dir: Path, cutoff: dict, model_dir: Path | str, tokeni
     trainer_ref: list = []
     trainer = DanluTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-        data_collator=make_collator(tokenizer, cfg.packing), processing_class=tokenizer,
+        data_collator=make_collator(
+            tokenizer, cfg.packing,
+            pack_row_tokens(model.config._attn_implementation, cutoff_len)),
+        processing_class=tokenizer,
         callbacks=[LiveMetrics(run, trainer_ref), CheckpointMarker()],
     )
     trainer_ref.append(trainer)
@@ -342,6 +401,8 @@ def run_training(*, arrow_dir: Path, cutoff: dict, model_dir: Path | str, tokeni
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started
+    print(f"train: rank {args.process_index} of {args.world_size} finished "
+          f"{trainer.state.global_step} steps", flush=True)
     metrics = {
         **result.metrics,
         "target_tokens": trainer.target_tokens,
