@@ -111,3 +111,22 @@ def test_exported_model_card_and_signature(finished):
     statement = json.loads((finished / "results/audit/provenance.intoto.json").read_text())
     names = {s["name"] for s in statement["subject"]}
     assert "results/export/adapter/adapter_model.safetensors" in names
+
+
+def test_report_builds_offline_and_shows_every_figure(finished, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    snakemake(finished, "--report", "results/report.html")
+    assert (finished / "results/report.html").stat().st_size > 10_000
+    pytest.importorskip("playwright", reason="playwright (dev extra) not installed")
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
+    script = __import__("workflow_utils").REPO / "scripts" / "check_report.py"
+    proc = subprocess.run([sys.executable, str(script), str(finished / "results/report.html"),
+                           "--shots", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"loss.png", "lengths.png", "compare.png", "clusters.png", "compare.html"} <= {
+        name.rsplit("/", 1)[-1] for name in seen["shown"]}

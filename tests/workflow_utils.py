@@ -85,10 +85,11 @@ def _corpus_text() -> str:
     return "\n".join(words for _ in range(200))
 
 
-def snakemake(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(root: Path, *args: str, check: bool = True,
+              key_dir: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DANLU_", "MLFLOW_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    env["DANLU_KEY_DIR"] = str(root / ".keys")  # never the user's real signing key
+    env["DANLU_KEY_DIR"] = str(key_dir or root / ".keys")  # never the user's real signing key
     proc = subprocess.run(
         [SNAKEMAKE, "--profile", "profiles/default", "--cores", "2", *args],
         cwd=root, env=env, capture_output=True, text=True,

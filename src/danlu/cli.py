@@ -441,7 +441,8 @@ def cmd_eval_compare(args) -> None:
     run_stage("eval_compare", {"models": list(summaries)},
               lambda run: {k: str(v) for k, v in
                            write_comparison(summaries, out, model_facts=facts).items()},
-              inputs=[*args.summaries, *args.code], outputs=[out / "compare.csv", out / "compare.png"],
+              inputs=[*args.summaries, *args.code],
+              outputs=[out / "compare.csv", out / "compare.png", out / "compare.html"],
               manifest_path=out / "compare.manifest.json", artifacts=[out / "compare.png"],
               log_stats=False)
 

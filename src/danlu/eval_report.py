@@ -227,8 +227,13 @@ def write_comparison(
     table = table.assign(_last=last).sort_values(["benchmark", "_last", "category"], kind="stable")
     table = table.drop(columns="_last").reset_index(drop=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out_dir / "compare.csv", "png": out_dir / "compare.png"}
+    paths = {"csv": out_dir / "compare.csv", "png": out_dir / "compare.png",
+             "html": out_dir / "compare.html"}
     _write_csv(table, paths["csv"])
+    # The same table as a page: the Snakemake report shows HTML results inline.
+    paths["html"].write_text(
+        table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0, na_rep=""),
+        encoding="utf-8")
     labels = {m: _legend(m, facts.get(m, {})) for m in summaries}
     _plot_comparison(table, list(summaries), average, paths["png"], labels)
     return paths

@@ -98,6 +98,15 @@ def keep_4bit_trainable(model) -> int:
     return len(layers)
 
 
+def sort_adapter_targets(config_path: Path) -> None:
+    """peft keeps target_modules as a set and writes it in hash order, which
+    changes between processes; sorted, the file is the same on every rerun."""
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def attach_lora(model, cfg: TrainConfig, seed: int):
     """prepare_model_for_kbit_training (4-bit) + a peft LoRA adapter."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -421,6 +430,7 @@ def run_training(*, arrow_dir: Path, cutoff: dict, model_dir: Path | str, tokeni
         metrics["final_eval_loss"] = evals[-1]["eval_loss"]
     if trainer.is_world_process_zero():
         trainer.model.save_pretrained(out_dir)
+        sort_adapter_targets(out_dir / "adapter_config.json")
         tokenizer.save_pretrained(out_dir)
         trainer.state.save_to_json(str(out_dir / "trainer_state.json"))
         write_json(out_dir / "train_metrics.json", metrics)

@@ -40,8 +40,9 @@ rule eval_compare:
         summaries=expand("results/eval/{model}/summary.json", model=EVAL_MODELS),
         code=code("eval_compare"),
     output:
-        table=report(
-            "results/eval/compare.csv",
+        table="results/eval/compare.csv",
+        page=report(
+            "results/eval/compare.html",
             caption="../report/compare_table.rst",
             category="Evaluation",
         ),
