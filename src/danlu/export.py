@@ -28,7 +28,8 @@ CARD_LIMITS = """\
 
 
 # Not part of a shipped model: resumable checkpoints and the stage's own records.
-SKIP = ("checkpoints", "manifest.json", "trainer_state.json", "train_metrics.json", "loss.png")
+SKIP = ("checkpoints", "manifest.json", "trainer_state.json", "train_metrics.json", "loss.png",
+        "training_args.bin")
 
 
 def link_tree(src: Path, dst: Path) -> list[Path]:

@@ -84,10 +84,23 @@ def load_model(model_dir, *, quantization: str = "none", double_quant: bool = Tr
     if attn_implementation != "auto":
         kwargs["attn_implementation"] = attn_implementation
     if quantization == "nf4":
+        # FSDP/DeepSpeed shard only float tensors and place shards themselves:
+        # store the 4-bit weights in the compute dtype and give no device_map.
+        sharded = sharded_training()
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_quant_storage=dtype if sharded else torch.uint8,
         )
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        kwargs["device_map"] = {"": local_rank if torch.cuda.is_available() else "cpu"}
+        if not sharded:
+            local_rank = int(os.environ.get("LOCAL_RANK", 0))
+            kwargs["device_map"] = {"": local_rank if torch.cuda.is_available() else "cpu"}
     return AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+
+
+def sharded_training() -> bool:
+    """Whether `accelerate launch` started this process under FSDP or DeepSpeed."""
+    import os
+
+    return any(os.environ.get(v, "").lower() in ("1", "true")
+               for v in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))

@@ -19,7 +19,7 @@ import torch
 
 from danlu.config import ConfigError, TrainConfig
 from danlu.lengths import build_example, truncate_example  # noqa: F401  (one builder, shared)
-from danlu.models import load_model, resolve_dtype
+from danlu.models import load_model, resolve_dtype, sharded_training
 
 COMPLETE_MARKER = "danlu_complete.json"
 FINGERPRINT = "danlu_fingerprint.json"
@@ -115,7 +115,13 @@ def attach_lora(model, cfg: TrainConfig, seed: int):
     # With a KV cache transformers cannot see packed sequences in position_ids
     # and lets packed examples attend to each other; training never needs one.
     model.config.use_cache = False
-    if cfg.quantization == "nf4":
+    if cfg.quantization == "nf4" and sharded_training():
+        # FSDP flattens parameters of one dtype: no fp32 layer norms (as TRL does).
+        keep_4bit_trainable(model)
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+    elif cfg.quantization == "nf4":
         keep_4bit_trainable(model)
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.gradient_checkpointing,
@@ -312,7 +318,10 @@ def training_arguments(cfg: TrainConfig, seed: int, output_dir: Path, has_eval: 
 
     cuda = torch.cuda.is_available()
     dtype = resolve_dtype(cfg.compute_dtype)
-    optim = cfg.optim if cfg.optim != "auto" else ("paged_adamw_8bit" if cuda else "adamw_torch")
+    # paged 8-bit AdamW saves memory on one GPU; peft documents it failing to
+    # save under FSDP, so sharded runs take plain AdamW.
+    paged = cuda and not sharded_training()
+    optim = cfg.optim if cfg.optim != "auto" else ("paged_adamw_8bit" if paged else "adamw_torch")
     return TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg.per_device_train_batch_size,
@@ -428,8 +437,13 @@ def run_training(*, arrow_dir: Path, cutoff: dict, model_dir: Path | str, tokeni
             trainer.evaluate()  # the val loss of the final adapter, logged like the others
             evals = [h for h in trainer.state.log_history if "eval_loss" in h]
         metrics["final_eval_loss"] = evals[-1]["eval_loss"]
+    if sharded_training():  # gathering FSDP/ZeRO-3 shards needs every rank (untested here: no GPUs)
+        if trainer.is_fsdp_enabled:
+            trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+        trainer.save_model(str(out_dir))
     if trainer.is_world_process_zero():
-        trainer.model.save_pretrained(out_dir)
+        if not sharded_training():
+            trainer.model.save_pretrained(out_dir)
         sort_adapter_targets(out_dir / "adapter_config.json")
         tokenizer.save_pretrained(out_dir)
         trainer.state.save_to_json(str(out_dir / "trainer_state.json"))

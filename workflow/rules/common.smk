@@ -78,13 +78,13 @@ def job_resources(name):
         **config["resources"].get(name, {}),
     }
     settings.pop("threads", None)
-    if name in GPU_RULES:
-        default_gpus = config["train"]["num_processes"] if name == "train" else 0
-        gpus = settings.pop("gpus", default_gpus)
-        if gpus:
-            settings["gpu"] = gpus
-    else:
-        settings.pop("gpus", None)
+    default_gpus = config["train"]["num_processes"] if name == "train" else 0
+    gpus = settings.pop("gpus", default_gpus)
+    if gpus and name in GPU_RULES:
+        settings["gpu"] = gpus
+    else:  # a GPU type on a CPU job would make SLURM allocate a GPU for it
+        settings.pop("gpu_model", None)
+        settings.pop("gpu_manufacturer", None)
     return settings
 
 

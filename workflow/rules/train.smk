@@ -98,11 +98,7 @@ rule train:
         CONDA_ENV
     threads: job_threads("train", workflow.cores)
     resources:
-        gpus=(
-            config["train"]["num_processes"]
-            if config["train"]["num_processes"] > 1
-            else 0
-        ),
+        **job_resources("train"),
     params:
         train=stage_params("train"),
         model=model_args(),
