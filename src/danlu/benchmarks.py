@@ -23,10 +23,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from danlu.errors import UserError
+
 CHOICES = ("A", "B", "C", "D")
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(UserError, ValueError):
     """A problem with benchmark files or names, always described in one line."""
 
 

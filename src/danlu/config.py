@@ -16,8 +16,10 @@ from typing import Any
 
 import yaml
 
+from danlu.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config problem, always described in one line."""
 
 

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from danlu.errors import UserError
+
 IGNORE_INDEX = -100
 PERCENTILES = (50, 90, 95, 99)
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError, ValueError):
     """The chat template cannot be split into prompt and answer spans."""
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from danlu.errors import UserError
 from danlu.models import load_model, load_tokenizer, resolve_model_path
 from danlu.outputs import atomic_dir
 
@@ -32,7 +33,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-class MergeError(ValueError):
+class MergeError(UserError, ValueError):
     """An adapter or base that cannot be merged; one line."""
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from danlu.errors import UserError
 from danlu.templates import resolve_template
 
 
-class ModelError(ValueError):
+class ModelError(UserError, ValueError):
     """A model or adapter that cannot be used; one line."""
 
 

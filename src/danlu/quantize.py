@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from danlu.errors import UserError
 from danlu.outputs import atomic_dir
 
 METHODS = ("gptq", "awq")
@@ -34,7 +35,7 @@ DAMPENING_FRAC = 0.01
 AGREEMENT_PROMPTS = 4  # calibration prompts the fp and quantised models are compared on
 
 
-class QuantizeError(ValueError):
+class QuantizeError(UserError, ValueError):
     """A quantisation request that cannot work; one line."""
 
 

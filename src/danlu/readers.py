@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from danlu.errors import UserError
 from danlu.records import RecordError
 
 CONTAINERS = ("jsonl", "json", "csv", "tsv", "parquet")
 _SNIFF_BYTES = 1 << 20
 
 
-class InputError(Exception):
+class InputError(UserError):
     """The input file cannot be used at all. str() is the one-line message."""
 
     def __init__(self, path: str | Path, message: str):

@@ -1,0 +1,1 @@
+"""The `danlu` subcommands, grouped by stage; `danlu.cli` builds the parser."""
