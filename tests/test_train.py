@@ -208,3 +208,25 @@ def test_eval_step_does_not_cost_lora_gradients_on_avx512bf16(arrow_dir, tiny_mo
                 m.support_avx512bf16_for_cpu = True
         broken = _lora_grads_after(model, batch, True)
         assert any(not torch.allclose(broken[n], g, rtol=1e-2, atol=1e-6) for n, g in fresh.items())
+
+
+def test_estimate_on_a_local_model_config(tmp_path, tiny_model_dir, capsys):
+    import yaml
+
+    from danlu.cli import main
+
+    base = {"base_model": str(tiny_model_dir), "train": {"per_device_train_batch_size": 4},
+            "lengths": {"cutoff_len": 512}}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(base))
+    assert main(["estimate", "--config", str(config), "--json"]) == 0
+    small = json.loads(capsys.readouterr().out)
+    assert small["cutoff_len"] == 512 and small["per_device_gib"] > 0
+    assert small["per_device_gib"] == pytest.approx(sum(small["terms_gib"].values()), abs=0.05)
+    base["train"]["per_device_train_batch_size"] = 16  # more tokens, more activation memory
+    config.write_text(yaml.safe_dump(base))
+    assert main(["estimate", "--config", str(config), "--json"]) == 0
+    big = json.loads(capsys.readouterr().out)
+    assert big["terms_gib"]["activations"] > small["terms_gib"]["activations"]
+    assert main(["estimate", "--config", str(config), "--shape", "qwen2.5-7b"]) == 0
+    assert "peak per device" in capsys.readouterr().out

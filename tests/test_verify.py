@@ -15,7 +15,9 @@ ALPACA = [{"instruction": f"问题{i}：基金{i}的风险？", "output": f"回�
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("verify")
-    make_project(root, [{"name": "alp", "path": "data/alp.jsonl", "format": "alpaca"}], TINY_RUN)
+    every_model = {"evaluate": {"models": ["base", "tuned", "merged", "gptq", "awq"]}}
+    make_project(root, [{"name": "alp", "path": "data/alp.jsonl", "format": "alpaca"}],
+                 TINY_RUN | every_model | {"evaluate": TINY_RUN["evaluate"] | every_model["evaluate"]})
     (root / "data" / "alp.jsonl").write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ALPACA), "utf-8")
     snakemake(root)
@@ -130,3 +132,16 @@ def test_report_builds_offline_and_shows_every_figure(finished, tmp_path):
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"loss.png", "lengths.png", "compare.png", "clusters.png", "compare.html"} <= {
         name.rsplit("/", 1)[-1] for name in seen["shown"]}
+
+
+def test_exports_keep_the_merged_models_perplexity(finished):
+    """The bound: 4-bit exports within 10% of the merged model's val perplexity
+    (on the demo they are within 0.1%; a tiny random model is noisier)."""
+    ppl = {m: json.loads((finished / f"results/eval/{m}/perplexity.json").read_text())["val_perplexity"]
+           for m in ("tuned", "merged", "gptq", "awq")}
+    # tuned runs on the nf4 base as trained, merged on the full-precision base
+    assert ppl["merged"] == pytest.approx(ppl["tuned"], rel=0.05)
+    for name in ("gptq", "awq"):
+        assert ppl[name] == pytest.approx(ppl["merged"], rel=0.10), name
+    compare = (finished / "results/eval/compare.csv").read_text()
+    assert all(m in compare for m in ("base", "tuned", "merged", "gptq", "awq"))

@@ -68,7 +68,7 @@ def test_mlflow_parent_and_children_with_full_digests(project):
     assert stages == sorted(["clean"] * 3 + ["clean_combine", "demo_model", "dedup_signatures",
                                              "dedup", "split", "tokenize", "cutoff", "train",
                                              "evaluate_base", "evaluate_tuned", "eval_compare",
-                                             "audit"])
+                                             "merge", "quantize_gptq", "quantize_awq", "audit"])
     combine = next(r for r in children if r.data.tags["danlu.stage"] == "clean_combine")
     digest = sha256_file(project / "results/clean/records.jsonl")
     assert combine.data.tags["danlu.sha256.output.results/clean/records.jsonl"] == digest
