@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from danlu.lm_eval_reference import lm_eval_task
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BENCHMARKS = REPO.parent / "shared" / "benchmarks"
 
@@ -65,33 +67,6 @@ def build_demo_model(out_dir: Path, benchmarks_root: Path) -> Path:
     corpus.write_text("\n\n".join(texts), encoding="utf-8")
     build(out_dir / "model", corpus)
     return out_dir / "model"
-
-
-def lm_eval_task(benchmark: str, subject: str, root: Path, cache_dir: Path) -> dict:
-    """lm-eval's installed task config for one subject, reading the local CSVs."""
-    import datasets
-    import lm_eval
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    tasks = Path(lm_eval.__file__).parent / "tasks"
-    if benchmark == "ceval":
-        cfg = load_yaml(tasks / "ceval" / f"ceval-valid_{subject}.yaml", resolve_func=True)
-        files = {
-            s: root / "ceval" / "ceval-exam" / s / f"{subject}_{s}.csv" for s in ("val", "dev")
-        }
-    else:
-        cfg = load_yaml(tasks / "cmmlu" / f"cmmlu_{subject}.yaml", resolve_func=True)
-        files = {s: root / "cmmlu" / "data" / s / f"{subject}.csv" for s in ("test", "dev")}
-
-    def local_dataset(**_metadata):
-        return {
-            split: datasets.load_dataset("csv", data_files=str(p), cache_dir=str(cache_dir))[
-                "train"
-            ]
-            for split, p in files.items()
-        }
-
-    return {**cfg, "custom_dataset": local_dataset}
 
 
 def run_lm_eval(lm, manager, task: dict, args, limit: int) -> tuple[dict, float]:

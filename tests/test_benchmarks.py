@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from workflow_utils import BENCHMARKS, needs_benchmarks  # noqa: E402
 
 from danlu.benchmarks import (
     BenchmarkError,
@@ -15,12 +16,6 @@ from danlu.benchmarks import (
     load_benchmark,
     load_subjects,
     official_question,
-)
-
-BENCHMARKS = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
-needs_benchmarks = pytest.mark.skipif(
-    not (BENCHMARKS / "ceval").is_dir() or not (BENCHMARKS / "cmmlu").is_dir(),
-    reason=f"local C-Eval/CMMLU copies not found at {BENCHMARKS}",
 )
 
 

@@ -5,13 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from workflow_utils import BENCHMARKS
 
 from danlu.cli import main
 from danlu.config import DedupConfig, from_mapping, load_config
 from danlu.dedup import Block, dedup_file, shard_signatures, split_file
 from danlu.records import dumps
-
-BENCHMARKS = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
 
 
 @pytest.fixture(autouse=True)

@@ -3,10 +3,9 @@ the two averages, the official CMMLU method, and byte-identical outputs."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from workflow_utils import BENCHMARKS, needs_benchmarks  # noqa: E402
 
 from danlu.benchmarks import (
     BenchmarkError,
@@ -33,12 +32,8 @@ from danlu.evaluate import (
     load_selected,
     score_subjects,
 )
+from danlu.lm_eval_reference import lm_eval_task
 
-BENCHMARKS = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
-needs_benchmarks = pytest.mark.skipif(
-    not (BENCHMARKS / "ceval").is_dir() or not (BENCHMARKS / "cmmlu").is_dir(),
-    reason=f"local C-Eval/CMMLU copies not found at {BENCHMARKS}",
-)
 # `high_school_physics` exists in both benchmarks: qualified names pick one.
 SUBJECTS = ("ceval/accountant", "ceval/high_school_physics", "cmmlu/agronomy", "cmmlu/college_law")
 PER_SUBJECT = 6
@@ -59,36 +54,6 @@ def _config(**overrides) -> EvalConfig:
 
 
 # ---- lm-evaluation-harness as the reference ------------------------------------------
-
-
-def _lm_eval_task(benchmark: str, subject: str, cache_dir: Path) -> dict:
-    """The installed `ceval-valid_<s>` / `cmmlu_<s>` task YAML, unchanged except that its
-    dataset comes from the local CSVs (read by datasets' own csv builder, one split
-    per file, since C-Eval's dev split has an extra `explanation` column)."""
-    import datasets
-    import lm_eval
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    tasks = Path(lm_eval.__file__).parent / "tasks"
-    if benchmark == "ceval":
-        cfg = load_yaml(tasks / "ceval" / f"ceval-valid_{subject}.yaml", resolve_func=True)
-        files = {
-            s: BENCHMARKS / "ceval" / "ceval-exam" / s / f"{subject}_{s}.csv"
-            for s in ("val", "dev")
-        }
-    else:
-        cfg = load_yaml(tasks / "cmmlu" / f"cmmlu_{subject}.yaml", resolve_func=True)
-        files = {s: BENCHMARKS / "cmmlu" / "data" / s / f"{subject}.csv" for s in ("test", "dev")}
-
-    def local_dataset(**_metadata):
-        return {
-            split: datasets.load_dataset("csv", data_files=str(path), cache_dir=str(cache_dir))[
-                "train"
-            ]
-            for split, path in files.items()
-        }
-
-    return {**cfg, "custom_dataset": local_dataset}
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +79,7 @@ def lm_eval_samples(tiny, tmp_path_factory):
         tasks, names = [], {}
         for qualified in SUBJECTS:
             benchmark, _, subject = qualified.partition("/")
-            task = _lm_eval_task(benchmark, subject, cache_dir)
+            task = lm_eval_task(benchmark, subject, BENCHMARKS, cache_dir)
             tasks.append(task)
             names[task["task"]] = (shots, benchmark, subject)
         out = lm_eval.simple_evaluate(

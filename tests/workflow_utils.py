@@ -12,10 +12,16 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO.parent / "shared" / "benchmarks"
+# C-Eval/CMMLU are read in place (non-commercial licence), never copied here.
+needs_benchmarks = pytest.mark.skipif(
+    not (BENCHMARKS / "ceval").is_dir() or not (BENCHMARKS / "cmmlu").is_dir(),
+    reason=f"local C-Eval/CMMLU copies not found at {BENCHMARKS}",
+)
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 # A demo model small enough to build, train and quantise in seconds.
