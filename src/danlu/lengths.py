@@ -185,7 +185,9 @@ def choose_cutoff(lengths: Sequence[int], rule: CutoffRule, model_max: int | Non
     if rule.cutoff_len != "auto":
         override = int(rule.cutoff_len)
         if model_max and override > model_max:
-            raise ValueError(f"cutoff_len {override} exceeds the model's context ({model_max})")
+            from danlu.config import ConfigError
+
+            raise ConfigError(f"lengths.cutoff_len {override} exceeds the model's context ({model_max})")
         decision = {"method": "override", "cutoff_len": override,
                     "model_max_position_embeddings": model_max}
     return {"decision": decision, "config": config}

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from danlu.commands.common import UsageError, model_facts, model_inputs, stage_params
-from danlu.config import ConfigError, from_mapping, load_config
+from danlu.config import from_mapping, load_config
 from danlu.models import ModelError
 
 
@@ -46,8 +46,6 @@ def cmd_cutoff(args) -> None:
     rule = CutoffRule(cfg.cutoff_len, cfg.percentile, cfg.min_cutoff, cfg.max_cutoff)
     model_max = max_positions(resolve_model_path(args.model, args.revision))
     out, arrow = Path(args.out), Path(args.data)
-    if cfg.cutoff_len != "auto" and model_max and int(cfg.cutoff_len) > model_max:
-        raise ConfigError(f"lengths.cutoff_len {cfg.cutoff_len} exceeds the model's context ({model_max})")
 
     def work(run):
         result = decide_cutoff(arrow, rule, cfg.overlength, model_max, out)
