@@ -62,12 +62,19 @@ def parse_line(line: str) -> tuple[dict | None, str | None]:
 
 
 def iter_records(path: Path) -> Iterator[tuple[int, dict | None, str | None, str]]:
-    """(line number, record or None, problem, raw line) for every non-blank line."""
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if line.strip():
-                record, problem = parse_line(line)
-                yield n, record, problem, line
+    """(line number, record or None, problem, raw line) for every non-blank line.
+    A file that is not UTF-8 is unusable as a whole: InputError (exit 2)."""
+    from danlu.readers import InputError
+
+    n = 0
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, start=1):
+                if line.strip():
+                    record, problem = parse_line(line)
+                    yield n, record, problem, line
+    except UnicodeDecodeError:
+        raise InputError(path, f"not UTF-8 after line {n}") from None
 
 
 @dataclass

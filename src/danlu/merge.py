@@ -25,7 +25,7 @@ import torch
 
 from danlu.errors import UserError
 from danlu.models import load_model, load_tokenizer, resolve_model_path
-from danlu.outputs import atomic_dir
+from danlu.outputs import atomic_dir, bytes_on_disk
 
 log = logging.getLogger(__name__)
 
@@ -273,10 +273,6 @@ def _check_inputs(check_inputs: Sequence[Sequence[int]], vocab: int) -> None:
                              f"outside the vocabulary ({vocab})")
 
 
-def _bytes_on_disk(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
-
 def merge_adapter(base_dir, adapter_dir, out_dir, *, check_inputs: list[list[int]],
                   dtype: str = "fp32", template: str = "chatml", trust_remote_code: bool = False,
                   merge_fn: Callable = peft_merge) -> dict:
@@ -325,7 +321,7 @@ def merge_adapter(base_dir, adapter_dir, out_dir, *, check_inputs: list[list[int
     with atomic_dir(Path(out_dir)) as tmp:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        size = _bytes_on_disk(tmp)
+        size = bytes_on_disk(tmp)
     return {
         **result,
         "dtype": dtype,

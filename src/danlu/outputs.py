@@ -57,3 +57,10 @@ def write_json(path: str | Path, obj) -> None:
     Path(path).write_text(
         json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8"
     )
+
+
+def bytes_on_disk(path: str | Path) -> int:
+    """Total size of the files under a directory (or of one file)."""
+    path = Path(path)
+    return path.stat().st_size if path.is_file() else \
+        sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from danlu.errors import UserError
-from danlu.outputs import atomic_dir
+from danlu.outputs import atomic_dir, bytes_on_disk
 
 METHODS = ("gptq", "awq")
 TARGETS = ["Linear"]
@@ -172,10 +172,6 @@ def _predictions(model, encoded: Sequence[list[int]]) -> list[torch.Tensor]:
                 for ids in encoded]
 
 
-def _bytes_on_disk(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
-
 def quantize_model(model_dir, out_dir, *, method: str, calibration_texts: list[str], tokenizer,
                    scheme: str = "W4A16", group_size: int = 128, max_seq_length: int = 512,
                    ignore: Sequence[str] = ("lm_head",), dampening_frac: float = DAMPENING_FRAC,
@@ -243,7 +239,7 @@ def quantize_model(model_dir, out_dir, *, method: str, calibration_texts: list[s
     with atomic_dir(Path(out_dir)) as tmp:
         model.save_pretrained(tmp, save_compressed=True)
         tokenizer.save_pretrained(tmp)
-        size = _bytes_on_disk(tmp)
+        size = bytes_on_disk(tmp)
     return {
         "method": method,
         "scheme": scheme,

@@ -12,6 +12,7 @@ def cmd_evaluate(args) -> None:
     from danlu.evaluate import EvalConfig, evaluate_model
     from danlu.manifest import combined_digest, describe_files
     from danlu.models import load_model, load_tokenizer, resolve_model_path
+    from danlu.outputs import write_json
     from danlu.stage import run_stage
 
     params = stage_params(args, "evaluate")
@@ -23,7 +24,8 @@ def cmd_evaluate(args) -> None:
     # The adapter directory also holds checkpoints and reports: only the adapter counts.
     adapter_files = [str(p) for p in sorted(Path(args.adapter).glob("adapter_*"))] if args.adapter else []
     local = [p for p in (args.model,) if Path(p).exists()] + adapter_files
-    digest = combined_digest(describe_files(local)) if local else f"{args.model}@{args.revision}"
+    described = describe_files(local)  # hashed once: a model may be many GB
+    digest = combined_digest(described) if local else f"{args.model}@{args.revision}"
     out = Path(args.out)
 
     def work(run):
@@ -44,13 +46,11 @@ def cmd_evaluate(args) -> None:
             val = prepare_split(Path(args.val), int(cutoff["cutoff_len"]), cutoff["overlength"])
             stats["val"] = perplexity(model, [val[i] for i in range(len(val))], cfg.batch_size)
             write_json(out / "perplexity.json", stats["val"])
-        stats["model_bytes"] = sum(e["size"] for e in describe_files(local))
+        stats["model_bytes"] = sum(e["size"] for e in described)
         write_json(out / "model.json", {
             "name": args.name, "bytes": stats["model_bytes"], "digest": digest, "load": load,
             "val_perplexity": stats.get("val", {}).get("val_perplexity")})
         return stats
-
-    from danlu.outputs import write_json
 
     names = ["predictions.jsonl", "subjects.csv", "categories.csv", "summary.json", "model.json"]
     names += ["perplexity.json"] if args.val else []
