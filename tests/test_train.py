@@ -230,3 +230,23 @@ def test_estimate_on_a_local_model_config(tmp_path, tiny_model_dir, capsys):
     assert big["terms_gib"]["activations"] > small["terms_gib"]["activations"]
     assert main(["estimate", "--config", str(config), "--shape", "qwen2.5-7b"]) == 0
     assert "peak per device" in capsys.readouterr().out
+
+
+def test_nf4_weight_bytes_match_a_hand_calculation():
+    """QLoRA (Dettmers et al. 2023, section 3): nf4 stores 4 bits per weight
+    plus its block constants, one fp32 absmax per 64 weights (0.5 bits), or
+    with double quantisation an 8-bit absmax per 64 weights and one fp32 per
+    256 blocks (8/64 + 32/16384 = 0.127 bits)."""
+    from danlu.estimate import Shape, estimate_memory
+
+    shape = Shape(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                  num_attention_heads=32, num_key_value_heads=32, vocab_size=32000)
+    linear = 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008)  # 6,476,005,376 weights
+    embed = 2 * 32000 * 4096 * 2  # embeddings and head in 16-bit
+    common = dict(quantization="nf4", lora_r=8, lora_target="all-linear", batch_size=1,
+                  cutoff_len=512, gradient_checkpointing=True, optim="adamw_torch",
+                  packing=True)
+    for double_quant, bits in ((True, 4.127), (False, 4.5)):
+        got = estimate_memory(shape, double_quant=double_quant, **common)["terms_gib"]["weights"]
+        by_hand = (linear * bits / 8 + embed) / 2**30
+        assert got == pytest.approx(by_hand, abs=0.01), double_quant

@@ -2,8 +2,11 @@
 anything loads, from the model's config.json and the train settings.
 
 The terms (bytes), for P base parameters, L layers, hidden h, batch tokens T:
-  weights      nf4: P_linear * 0.5 * (1 + 0.127 with double quant) + rest in 16-bit;
-               none: all P in 16-bit
+  weights      nf4: P_linear * (4 + c) / 8, c the bits per parameter of the
+               block constants (QLoRA, Dettmers et al. 2023: one fp32 absmax per
+               64 weights is 32/64 = 0.5 bits; double quantisation stores it in
+               8 bits plus one fp32 per 256 blocks, 8/64 + 32/(64*256) = 0.127
+               bits), rest in 16-bit; none: all P in 16-bit
   lora         r * (in + out) per adapted linear layer, in fp32, x4 with Adam
                (weights, grads, two moments; 8-bit paged Adam halves the moments)
   activations  with checkpointing: one hidden state per layer boundary plus one
@@ -20,6 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 GIB = 2**30
+NF4_BITS = 4
+BLOCK = 64  # weights per nf4 quantisation block
+ABSMAX_BITS = 32 / BLOCK  # one fp32 absmax per block
+DOUBLE_QUANT_BITS = 8 / BLOCK + 32 / (BLOCK * 256)  # 8-bit absmax, fp32 per 256 blocks
 
 # Shapes of well-known models (their config.json), for estimates and for the
 # random-weight 7B benchmark model; `danlu estimate` prefers the real config.
@@ -74,7 +81,8 @@ def estimate_memory(shape: Shape, *, quantization: str, double_quant: bool, lora
     linear_params = L * sum(i * o for _, i, o in layers)
     embed_params = V * h * (1 if shape.tie_word_embeddings else 2)
     if quantization == "nf4":
-        weights = linear_params * 0.5 * (1 + (0.127 if double_quant else 0.25)) + embed_params * 2
+        constants = DOUBLE_QUANT_BITS if double_quant else ABSMAX_BITS
+        weights = linear_params * (NF4_BITS + constants) / 8 + embed_params * 2
     else:
         weights = (linear_params + embed_params) * 2
     if fsdp and num_processes > 1:
