@@ -167,6 +167,7 @@ class TrainConfig:
     num_epochs: float
     max_steps: int
     per_device_train_batch_size: int
+    enable_thinking: bool
     per_device_eval_batch_size: int
     gradient_accumulation_steps: int
     optim: str

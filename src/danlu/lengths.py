@@ -3,7 +3,8 @@ and the choice of `cutoff_len`.
 
 `build_example` renders a canonical record with the model's chat template and
 returns token ids and labels in which every prompt token is masked (-100), so
-only assistant turns are trained. `truncate_example` is what training applies at
+only assistant turns are trained (`answer_spans` finds them, for templates
+that rewrite history too). `truncate_example` is what training applies at
 `cutoff_len`. `choose_cutoff` turns measured lengths into the cutoff decision.
 """
 
@@ -16,47 +17,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from danlu.errors import UserError
+from danlu.answer_spans import TemplateError, conversation_spans  # noqa: F401  (re-exported)
 
 IGNORE_INDEX = -100
 PERCENTILES = (50, 90, 95, 99)
-
-
-class TemplateError(UserError, ValueError):
-    """The chat template cannot be split into prompt and answer spans."""
 
 
 @dataclass(frozen=True)
 class ExampleOptions:
     train_on_prompt: bool = False  # LLaMA-Factory's name: also learn the prompt tokens
     mask_history: bool = False  # LLaMA-Factory's name: learn only the last assistant turn
-
-
-def _render(tokenizer, messages: Sequence[dict], generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(
-        list(messages), tokenize=False, add_generation_prompt=generation_prompt
-    )
-
-
-def target_spans(tokenizer, messages: Sequence[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """The full rendered conversation and the character spans of the assistant
-    answers in it. A span runs from the end of the rendered prompt (with the
-    generation prompt) to the end of the rendering through that answer, so the
-    end-of-turn token is learnt too."""
-    full = _render(tokenizer, messages, generation_prompt=False)
-    spans = []
-    for i, msg in enumerate(messages):
-        if msg["role"] != "assistant":
-            continue
-        prompt = _render(tokenizer, messages[:i], generation_prompt=True)
-        through = _render(tokenizer, messages[: i + 1], generation_prompt=False)
-        if not (full.startswith(through) and through.startswith(prompt)):
-            raise TemplateError(
-                "the chat template is not prefix-stable (rendering a conversation's start "
-                "does not give a prefix of the whole), so answer tokens cannot be located"
-            )
-        spans.append((len(prompt), len(through)))
-    return full, spans
+    enable_thinking: bool = True  # LLaMA-Factory's name: the final answer keeps its thoughts
 
 
 def build_example(record: dict, tokenizer, options: ExampleOptions = ExampleOptions()) -> dict:
@@ -65,7 +36,7 @@ def build_example(record: dict, tokenizer, options: ExampleOptions = ExampleOpti
     Tokens are labelled by where their characters fall: a token belongs to an
     answer when its first character lies inside an answer span.
     """
-    full, spans = target_spans(tokenizer, record["messages"])
+    full, spans = conversation_spans(tokenizer, record["messages"], options.enable_thinking)
     if options.mask_history:
         spans = spans[-1:]
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)

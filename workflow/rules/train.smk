@@ -21,7 +21,9 @@ rule tokenize:
     resources:
         **job_resources("tokenize"),
     params:
-        lengths=stage_params("lengths", keys=["train_on_prompt", "mask_history"]),
+        lengths=stage_params(
+            "lengths", keys=["train_on_prompt", "mask_history", "enable_thinking"]
+        ),
         model=model_args(),
         out=subpath(output.manifest, parent=True),
     shell:

@@ -21,7 +21,7 @@ def cmd_tokenize(args) -> None:
     cfg = from_mapping(LengthsConfig, params)
     model_path = resolve_model_path(args.model, args.revision)
     tokenizer = load_tokenizer(model_path, args.template, args.trust_remote_code)
-    options = ExampleOptions(cfg.train_on_prompt, cfg.mask_history)
+    options = ExampleOptions(cfg.train_on_prompt, cfg.mask_history, cfg.enable_thinking)
     splits = {"train": args.train, **({"val": args.val} if args.val else {})}
     out = Path(args.out)
     record = {"lengths": params, "template": args.template, **model_facts(args, model_path)}
