@@ -1,34 +1,54 @@
-"""Benchmark danlu's vectorised MinHash+LSH against plain datasketch.
+"""Benchmark danlu's vectorised MinHash+LSH against datasketch and rensa.
 
-    python scripts/bench_dedup.py [--docs 50000] [--seed 0] [--baseline-docs 30000]
+    python scripts/bench_dedup.py [--docs 50000] [--seed 0]
 
 Builds a synthetic Chinese/English corpus (~1,200 characters a document) with
-planted near-duplicate pairs at several Jaccard levels, runs both pipelines on
-one core in this process with the same num_perm, n-grams and threshold, and
-prints one JSON line last: docs/s, speedup, recall on planted pairs whose true
-shingle Jaccard is >= threshold, precision of reported pairs, peak RSS.
+planted near-duplicate pairs at several Jaccard levels and runs four arms on
+one core, in this process, on exactly the same documents (each arm must sign
+every one of them: checked, and their sha256 is in the JSON):
 
-Both pipelines go from raw text to confirmed pairs: shingle, sign, LSH
-buckets, keep pairs whose estimated Jaccard is >= threshold. Ground truth is
-the exact Jaccard of the shingle sets (danlu.minhash.shingles), so a pair is
-"correct" when its true Jaccard is >= threshold.
+  danlu              danlu.minhash: numpy signatures over batches (its own fast
+                     32-bit shingle hash), LSH with datasketch's bands and rows
+  datasketch_sha1    datasketch as documented: MinHash.bulk with its default
+                     hash (sha1_hash32), MinHashLSH insertion session + query
+  datasketch_xxhash  the same with `hashfunc=` xxhash's 32-bit digest
+                     (xxh32_intdigest), the faster hash datasketch's docs show
+  rensa              rensa (Rust) as its README shows: RMinHash.update with the
+                     shingles, RMinHashLSH(threshold, num_perm, num_bands=16)
+                     insert + query (rensa needs bands dividing num_perm)
+
+Every arm gets the same shingles (danlu.minhash.shingles: 5-character n-grams
+of Chinese and mixed text, 3-word n-grams of Latin text; the Python arms get
+them as strings, datasketch as UTF-8 bytes), 128 permutations, and keeps the
+LSH candidate pairs whose estimated Jaccard is >= 0.8. Each arm runs once on
+a few hundred documents first (imports, lazy tables), as a warm process
+would. Ground truth is the exact Jaccard of the shingle sets: recall over the
+planted pairs truly >= threshold, precision over the reported pairs. Prints
+one JSON line last, with the arms under "arms".
+
+Install the optional arms with `pip install -c requirements/constraints.txt
+-e ".[bench]"`; an arm whose package is missing is reported as such.
 """
 
 from __future__ import annotations
 
 import os
 
-# One core, and no BLAS threads hiding behind numpy: set before numpy loads.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+# One core, and no BLAS or Rust threads hiding behind the arms: set before
+# numpy (or rensa) loads.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
     os.environ[_var] = "1"
 if hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 import argparse  # noqa: E402
+import hashlib  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from importlib import metadata  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -133,7 +153,20 @@ def true_jaccard(a: str, b: str, params: minhash.MinHashParams) -> float:
     return len(sa & sb) / len(sa | sb)
 
 
+WARM_DOCS = 300  # documents each arm runs on first, untimed
+RENSA_BANDS = 16  # rensa's README example; it requires bands dividing num_perm
+
+ARMS = {
+    "danlu": "danlu.minhash: numpy signatures over batches (own fast 32-bit shingle hash), "
+    "LSH with datasketch's bands",
+    "datasketch_sha1": "datasketch MinHash.bulk (default sha1_hash32) + MinHashLSH",
+    "datasketch_xxhash": "datasketch MinHash.bulk(hashfunc=xxhash.xxh32_intdigest) + MinHashLSH",
+    "rensa": f"rensa RMinHash.update(shingles) + RMinHashLSH(num_bands={RENSA_BANDS})",
+}
+
+
 def run_danlu(texts: list[str], params: minhash.MinHashParams):
+    """Raw text to confirmed pairs: signatures, LSH + confirmation, clusters."""
     t0 = time.perf_counter()
     sig = minhash.signatures(texts, params)
     t1 = time.perf_counter()
@@ -141,18 +174,29 @@ def run_danlu(texts: list[str], params: minhash.MinHashParams):
     t2 = time.perf_counter()
     minhash.representatives(len(texts), pairs)
     t3 = time.perf_counter()
-    phases = {"signatures_s": t1 - t0, "lsh_confirm_s": t2 - t1, "cluster_s": t3 - t2}
-    return {tuple(p) for p in pairs.tolist()}, t3 - t0, phases, sig.nbytes / len(texts)
+    phases = {"sign_s": t1 - t0, "lsh_confirm_s": t2 - t1, "cluster_s": t3 - t2}
+    return {tuple(p) for p in pairs.tolist()}, len(sig), phases
 
 
-def run_datasketch(texts: list[str], params: minhash.MinHashParams):
-    """The plain way: Python shingles, MinHash.bulk (sha1_hash32), MinHashLSH
-    insert + query, then MinHash.jaccard >= threshold."""
+def _xxh32(data: bytes) -> int:
+    """datasketch's documented way to swap the hash: a function of the bytes."""
+    import xxhash
+
+    return xxhash.xxh32_intdigest(data)
+
+
+def run_datasketch(texts: list[str], params: minhash.MinHashParams, hashfunc=None):
+    """The plain way: Python shingles, MinHash.bulk, MinHashLSH insert + query,
+    then MinHash.jaccard >= threshold."""
     from datasketch import MinHash, MinHashLSH
 
+    kwargs = {"num_perm": params.num_perm, "seed": params.seed}
+    if hashfunc is not None:
+        kwargs["hashfunc"] = hashfunc
     t0 = time.perf_counter()
     shingled = ([s.encode("utf-8") for s in minhash.shingles(t, params)] for t in texts)
-    sketches = MinHash.bulk(shingled, num_perm=params.num_perm, seed=params.seed)
+    sketches = MinHash.bulk(shingled, **kwargs)
+    t1 = time.perf_counter()
     lsh = MinHashLSH(threshold=params.threshold, num_perm=params.num_perm)
     with lsh.insertion_session() as session:
         for i, m in enumerate(sketches):
@@ -162,7 +206,65 @@ def run_datasketch(texts: list[str], params: minhash.MinHashParams):
         for j in lsh.query(m):
             if j > i and m.jaccard(sketches[j]) >= params.threshold:
                 pairs.add((i, j))
-    return pairs, time.perf_counter() - t0
+    phases = {"shingle_sign_s": t1 - t0, "lsh_confirm_s": time.perf_counter() - t1}
+    return pairs, len(sketches), phases
+
+
+def run_rensa(texts: list[str], params: minhash.MinHashParams):
+    """rensa as its README shows: an RMinHash per document fed the shingle
+    strings, RMinHashLSH insert + query, then jaccard >= threshold."""
+    from rensa import RMinHash, RMinHashLSH
+
+    t0 = time.perf_counter()
+    sketches = []
+    for text in texts:
+        m = RMinHash(num_perm=params.num_perm, seed=params.seed)
+        m.update(minhash.shingles(text, params))
+        sketches.append(m)
+    t1 = time.perf_counter()
+    lsh = RMinHashLSH(threshold=params.threshold, num_perm=params.num_perm, num_bands=RENSA_BANDS)
+    for i, m in enumerate(sketches):
+        lsh.insert(i, m)
+    pairs = set()
+    for i, m in enumerate(sketches):
+        for j in lsh.query(m):
+            if j > i and m.jaccard(sketches[j]) >= params.threshold:
+                pairs.add((i, j))
+    phases = {"shingle_sign_s": t1 - t0, "lsh_confirm_s": time.perf_counter() - t1}
+    return pairs, len(sketches), phases
+
+
+def arm_runners(params: minhash.MinHashParams) -> dict[str, Callable]:
+    return {
+        "danlu": lambda texts: run_danlu(texts, params),
+        "datasketch_sha1": lambda texts: run_datasketch(texts, params),
+        "datasketch_xxhash": lambda texts: run_datasketch(texts, params, hashfunc=_xxh32),
+        "rensa": lambda texts: run_rensa(texts, params),
+    }
+
+
+def missing_package(arm: str) -> str | None:
+    """Why an arm cannot run here, or None."""
+    needed = {"datasketch_xxhash": "xxhash", "rensa": "rensa"}.get(arm)
+    if needed is None:
+        return None
+    try:
+        __import__(needed)
+    except ImportError:
+        return (f"{needed} is not installed "
+                "(pip install -c requirements/constraints.txt -e '.[bench]')")
+    return None
+
+
+def timed_arm(run: Callable, texts: list[str]):
+    """Warm up on the first documents, then time the whole corpus; the arm
+    must sign every document it was given."""
+    run(texts[:WARM_DOCS])
+    t0 = time.perf_counter()
+    pairs, signed, phases = run(texts)
+    seconds = time.perf_counter() - t0
+    assert signed == len(texts), f"an arm signed {signed} of {len(texts)} documents"
+    return pairs, seconds, phases
 
 
 def score(reported, planted, texts, params, truth_cache):
@@ -189,84 +291,97 @@ def score(reported, planted, texts, params, truth_cache):
     }
 
 
+def versions() -> dict[str, str]:
+    out = {}
+    for package in ("numpy", "datasketch", "xxhash", "rensa"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--baseline-docs",
-        type=int,
-        default=30_000,
-        help="datasketch runs on this many documents: every planted pair plus random others",
-    )
+    parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of arms")
     args = parser.parse_args(argv)
     params = minhash.MinHashParams()  # threshold 0.8, 128 permutations, 5-char / 3-word shingles
+    wanted = [a for a in args.arms.split(",") if a]
+    unknown = sorted(set(wanted) - set(ARMS))
+    if unknown:
+        parser.error(f"unknown arm(s): {', '.join(unknown)}")
 
     t0 = time.perf_counter()
     texts, planted = build_corpus(args.docs, args.seed, params)
+    docs_sha256 = hashlib.sha256("\0".join(texts).encode("utf-8", "surrogatepass")).hexdigest()
     truth_cache: dict = {}
     for i, j, _ in planted:
         truth_cache[(i, j)] = true_jaccard(texts[i], texts[j], params)
-    print(
-        f"corpus: {len(texts)} docs, {len(planted)} planted pairs "
-        f"({time.perf_counter() - t0:.1f}s)",
-        file=sys.stderr,
-    )
+    print(f"corpus: {len(texts)} docs, {len(planted)} planted pairs "
+          f"({time.perf_counter() - t0:.1f}s)", file=sys.stderr)
 
-    # One-off per-process setup, outside the timings: the code point tables
-    # (~0.1 s) and datasketch's band search (~10 ms, done by MinHashParams).
-    minhash.char_shingle_mask(["warm-up"])
-    danlu_pairs, danlu_s, phases, sig_bytes = run_danlu(texts, params)
-    danlu_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"danlu: {danlu_s:.1f}s {phases}", file=sys.stderr)
-
-    # datasketch runs ~20x slower, so by default it gets a subsample: every
-    # planted pair's two documents plus random others. docs/s is its own
-    # documents over its own time (the same kind of documents; LSH cost per
-    # document barely depends on corpus size), and since the subsample holds
-    # every planted pair, both recalls are over the same pairs.
-    rng = np.random.default_rng(args.seed + 1)
-    in_pairs = sorted({d for i, j, _ in planted for d in (i, j)})
-    others = np.setdiff1d(np.arange(len(texts)), in_pairs)
-    extra = max(0, min(args.baseline_docs - len(in_pairs), len(others)))
-    sample = np.sort(np.concatenate([in_pairs, rng.choice(others, extra, replace=False)]))
-    sample = sample.astype(np.int64)
-    local_pairs, ds_s = run_datasketch([texts[i] for i in sample], params)
-    ds_pairs = {(int(sample[i]), int(sample[j])) for i, j in local_pairs}
-    print(f"datasketch: {ds_s:.1f}s on {len(sample)} docs", file=sys.stderr)
-    # danlu again, after: the machine's load may drift, so danlu's rate is over
-    # both runs, which bracket datasketch's in time.
-    again_pairs, again_s, _, _ = run_danlu(texts, params)
-    assert again_pairs == danlu_pairs, "danlu is deterministic"
-
-    ours = score(danlu_pairs, planted, texts, params, truth_cache)
-    theirs = score(ds_pairs, planted, texts, params, truth_cache)
-    danlu_rate, ds_rate = 2 * len(texts) / (danlu_s + again_s), len(sample) / ds_s
-    # Each recall is a mean over `positives` Bernoulli trials with independent
-    # hashes, so their difference has this standard error.
-    n = max(ours["positives"], 1)
-    diff_se = np.sqrt(
-        (ours["recall"] * (1 - ours["recall"]) + theirs["recall"] * (1 - theirs["recall"])) / n
-    )
+    runners = arm_runners(params)
+    arms: dict[str, dict] = {}
+    found: dict[str, set] = {}
+    danlu_runs: list[float] = []
+    # danlu runs first and again last: the machine's load may drift, so its
+    # rate is over both runs, which bracket the others in time.
+    order = [a for a in ARMS if a in wanted] + (["danlu"] if "danlu" in wanted else [])
+    for arm in order:
+        why = missing_package(arm)
+        if why is not None:
+            arms[arm] = {"what": ARMS[arm], "error": why}
+            print(f"{arm}: skipped, {why}", file=sys.stderr)
+            continue
+        pairs, seconds, phases = timed_arm(runners[arm], texts)
+        print(f"{arm}: {seconds:.1f}s {phases}", file=sys.stderr)
+        if arm == "danlu":
+            danlu_runs.append(seconds)
+            if arm in found:
+                assert pairs == found[arm], "danlu is deterministic"
+                continue
+        found[arm] = pairs
+        arms[arm] = {"what": ARMS[arm], "docs": len(texts),
+                     "phases_s": {k: round(v, 3) for k, v in phases.items()}, "seconds": seconds}
+    for arm, pairs in found.items():
+        seconds = sum(danlu_runs) / len(danlu_runs) if arm == "danlu" else arms[arm]["seconds"]
+        quality = score(pairs, planted, texts, params, truth_cache)
+        arms[arm].update({
+            "docs_per_s": round(len(texts) / seconds, 1),
+            "seconds": round(seconds, 3),
+            "recall": round(quality["recall"], 4),
+            "precision": round(quality["precision"], 4),
+            "reported_pairs": len(pairs),
+            "reported_share_by_level": quality["reported_share_by_level"],
+        })
+    positives = score(set(), planted, texts, params, truth_cache)["positives"]
+    # What the Python arms spend making shingle strings (in their sign phase),
+    # so their hashing and LSH can be told apart from it.
+    started = time.perf_counter()
+    for text in texts:
+        minhash.shingles(text, params)
+    python_shingles_s = time.perf_counter() - started
     result = {
         "docs": len(texts),
-        "baseline_docs": int(len(sample)),
+        "docs_sha256": docs_sha256,
         "planted_pairs": len(planted),
-        "pairs_above_threshold": ours["positives"],
-        "danlu_docs_per_s": round(danlu_rate, 1),
-        "datasketch_docs_per_s": round(ds_rate, 1),
-        "speedup": round(danlu_rate / ds_rate, 1),
-        "danlu_recall": round(ours["recall"], 4),
-        "datasketch_recall": round(theirs["recall"], 4),
-        "recall_diff_se": round(float(diff_se), 4),
-        "danlu_precision": round(ours["precision"], 4),
-        "datasketch_precision": round(theirs["precision"], 4),
-        "danlu_reported_share_by_level": ours["reported_share_by_level"],
-        "datasketch_reported_share_by_level": theirs["reported_share_by_level"],
-        "danlu_phases_s": {k: round(v, 3) for k, v in phases.items()},
-        "danlu_runs_s": [round(danlu_s, 3), round(again_s, 3)],
-        "signature_bytes_per_doc": sig_bytes,
-        "danlu_peak_rss_mb": round(danlu_rss, 1),
+        "pairs_above_threshold": positives,
+        "params": {"num_perm": params.num_perm, "threshold": params.threshold,
+                   "char_ngram": params.char_ngram, "word_ngram": params.word_ngram,
+                   "datasketch_bands_rows": list(minhash.lsh_bands(params)),
+                   "rensa_bands": RENSA_BANDS},
+        "arms": arms,
+        "danlu_speedup": {arm: round(arms["danlu"]["docs_per_s"] / arms[arm]["docs_per_s"], 1)
+                          for arm in found if arm != "danlu" and "danlu" in found},
+        # Each recall is a mean over `positives` Bernoulli trials: the standard
+        # error of a difference between two arms is at most this.
+        "recall_diff_se_max": round(float(np.sqrt(0.5 / max(positives, 1))), 4),
+        "danlu_runs_s": [round(s, 3) for s in danlu_runs],
+        "python_shingles_s": round(python_shingles_s, 3),
+        "signature_bytes_per_doc": params.num_perm * np.dtype(params.dtype).itemsize,
+        "versions": versions(),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "total_s": round(time.perf_counter() - t0, 1),
     }

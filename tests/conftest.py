@@ -49,3 +49,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     )
     build_demo_model(root / "model", corpus, shape)
     return root / "model"
+
+
+@pytest.fixture(scope="session")
+def audited_run(tmp_path_factory):
+    """One finished, audited tiny run (workflow_utils.build_audited_run), built
+    once per session for test_verify and test_tamper. Tests that change it must
+    put every byte back (test_tamper does), or work on a copy (test_verify)."""
+    from workflow_utils import build_audited_run
+
+    return build_audited_run(tmp_path_factory.mktemp("audited"),
+                             tmp_path_factory.mktemp("earlier"))

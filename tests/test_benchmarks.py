@@ -218,3 +218,153 @@ def test_question_formats():
         official_question(q, "B")
         == "题目：  题干____。\n\nA. 甲 \nB. 乙\nC. 丙\nD. 丁\n答案是：B\n\n"
     )
+
+
+# ---- the benchmark scripts (scripts/bench_eval.py, scripts/bench_train.py) ---------------
+
+REPO = Path(__file__).resolve().parents[1]
+LEGACY_TRAIN_KEYS = {
+    "model_shape",
+    "device",
+    "steps",
+    "batch_size",
+    "target_tokens",
+    "baseline_tokens_per_s",
+    "danlu_tokens_per_s",
+    "speedup",
+    "baseline_peak_mem_mb",
+    "danlu_peak_mem_mb",
+    "mem_ratio",
+    "liger_kernel",
+}
+TINY_TRAIN = "--model-shape tiny --steps 2 --batch-size 2 --cutoff 64"
+
+
+def _script(name: str):
+    """A script under scripts/ imported as a module (they are not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_benchmarks
+def test_bench_eval_calls_lm_eval_once_and_agrees(tiny_model_dir, monkeypatch):
+    """One simple_evaluate per timed run (plus the warm-up), same predictions as danlu,
+    and both sides' forward time inside their totals."""
+    lm_eval = pytest.importorskip("lm_eval")
+    calls = []
+    real = lm_eval.simple_evaluate
+
+    def counting(*args, **kwargs):
+        calls.append([t["task"] for t in kwargs["tasks"]])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", counting)
+    bench = _script("bench_eval")
+    flags = ["--subjects", "1", "--per-subject", "2", "--batch-size", "4", "--repeats", "2"]
+    out = bench.main(["--model-dir", str(tiny_model_dir), *flags])
+    assert len(calls) == 3 and all(len(tasks) == 2 for tasks in calls)  # ceval + cmmlu
+    assert out["questions"] == out["compared"] == 4 and out["subjects"] == 2
+    assert out["agreement"] == 1.0 and out["max_abs_loglik_diff"] < 1e-4
+    assert out["parameters"] > 0 and out["repeats"] == 2
+    for side in ("lm_eval", "danlu"):
+        assert len(out[f"{side}_seconds_runs"]) == 2
+        assert 0 < out[f"{side}_forward_seconds"] <= out[f"{side}_seconds"]
+        assert out[f"{side}_questions_per_s"] > 0
+
+
+def test_bench_eval_0_5b_shape_is_qwen2_0_5b():
+    """The --shape 0.5b model has Qwen2-0.5B's published parameter count (built on the
+    meta device here: no memory, no time)."""
+    import types
+
+    import torch
+    from transformers import Qwen2ForCausalLM
+
+    config = _script("bench_eval").qwen2_0_5b_config(
+        types.SimpleNamespace(eos_token_id=2, pad_token_id=0)
+    )
+    with torch.device("meta"):
+        model = Qwen2ForCausalLM(config)
+    assert sum(p.numel() for p in model.parameters()) == 494_032_768
+
+
+def test_bench_train_arms_alternate_and_rotate():
+    bench = _script("bench_train")
+    order = bench.schedule(3)
+    assert [arm for _, arm in order[:3]] == ["baseline", "group_by_length", "danlu"]
+    assert [arm for _, arm in order[3:6]] == ["group_by_length", "danlu", "baseline"]
+    for r in range(3):  # every round runs every arm once
+        assert sorted(arm for n, arm in order if n == r) == sorted(bench.ARMS)
+
+
+def test_bench_train_summary_medians_spread_and_legacy_keys():
+    bench = _script("bench_train")
+    args = bench.parse_args(["--repeats", "3"])
+    speeds = {"baseline": [10, 30, 20], "group_by_length": [15, 25, 20], "danlu": [40, 60, 50]}
+    runs = [
+        {
+            "arm": arm,
+            "tokens_per_s": v,
+            "peak_mem_mb": 100.0 + n,
+            "target_tokens": 7,
+            "liger": False,
+        }
+        for arm, values in speeds.items()
+        for n, v in enumerate(values)
+    ]
+    out = bench.summarise(runs, args, "cpu")
+    assert set(out) >= LEGACY_TRAIN_KEYS
+    assert out["baseline_tokens_per_s"] == 20 and out["danlu_tokens_per_s"] == 50
+    assert (out["baseline_tokens_per_s_min"], out["baseline_tokens_per_s_max"]) == (10, 30)
+    assert out["speedup"] == 2.5 and out["speedup_vs_group_by_length"] == 2.5
+    assert out["speedup_runs"] == [4.0, 2.0, 2.5]
+    assert out["danlu_tokens_per_s_runs"] == [40, 60, 50] and out["danlu_peak_mem_mb"] == 102
+    runs[0]["target_tokens"] = 8
+    with pytest.raises(AssertionError, match="different tokens"):
+        bench.summarise(runs, args, "cpu")
+
+
+def test_bench_train_arms_train_on_the_same_tokens(tmp_path):
+    """Each arm in this process on a tiny model: the same target tokens, and the
+    group_by_length arm really samples by length."""
+    import queue
+
+    bench = _script("bench_train")
+    args = bench.parse_args(TINY_TRAIN.split())
+    bench.build_model(bench.model_shape("tiny"), tmp_path / "model", 0)
+    examples = bench.make_examples(4, 1024, 64, 0)
+    results = queue.Queue()
+    for arm in bench.ARMS:
+        bench.run_arm(arm, str(tmp_path / "model"), examples, args, results)
+    runs = {r["arm"]: r for r in (results.get() for _ in bench.ARMS)}
+    assert len({r["target_tokens"] for r in runs.values()}) == 1
+    assert runs["group_by_length"]["sampler"] == "LengthGroupedSampler"
+    assert runs["baseline"]["sampler"] == "RandomSampler"
+    assert all(r["tokens_per_s"] > 0 for r in runs.values())
+
+
+@pytest.mark.slow
+def test_bench_train_cli_prints_the_summary_last():
+    """As users run it: child processes per run, one JSON object on the last line."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    script = str(REPO / "scripts" / "bench_train.py")
+    proc = subprocess.run(
+        [sys.executable, script, *TINY_TRAIN.split(), "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=True,
+    )
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(out) >= LEGACY_TRAIN_KEYS and out["repeats"] == 1
+    assert len(out["group_by_length_tokens_per_s_runs"]) == 1
+    assert out["speedup_vs_group_by_length"] > 0

@@ -4,10 +4,10 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from danlu.clean import clean_files, clean_messages, combine_parts
+from danlu.clean import _any_of, clean_files, clean_messages, combine_parts
 from danlu.cli import main
 from danlu.config import CleanConfig, DatasetSpec, from_mapping, load_config
-from danlu.records import FieldMap, RecordError, to_messages
+from danlu.records import FieldMap, RecordError, dumps, to_messages
 
 PHONE = "13912345678"
 
@@ -167,3 +167,123 @@ def test_unusable_input_exits_2_with_one_line_and_no_outputs(tmp_path, capsys, n
     assert err.count("\n") == 0 and name in err and err.startswith("danlu clean: error:")
     assert "Traceback" not in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize(
+    "tokens", [(), ("",), ("<|im_end|>", "<|eot_id|>"), ("a.b", "[x]", "(?", "\\d")])
+def test_token_test_equals_any_substring(tokens):
+    texts = ["", "a", "x<|im_end|>y", "<|eot_id", "a.b", "axb", "[x]", "(?", "\\d", "7"]
+    for text in texts:
+        assert _any_of(tokens)(text) == any(t in text for t in tokens), (tokens, text)
+
+
+def test_dumps_is_json_dumps():
+    record = {"id": "d-0000001", "messages": [{"role": "user", "content": "中文 \"q\"\n\u2028"}],
+              "n": 1.5, "none": None, "nan": float("nan")}
+    assert dumps(record) == json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+# ---- PII in every output (issue #16): the hold-out of the report, kept and
+# rejected, and what a reject quotes beyond the record.
+
+ID_684 = "110105 19491231 002X"  # grouped 6-8-4; the check character is X
+HOLD_OUT = [
+    "１３８１２３４５６７８",  # full-width digits
+    "138 1234 5678",
+    "138-1234-5678",
+    "138\u200b1234\u200b5678",
+    "+86 139 8765 4321",
+    "0086-137-1111-2222",
+    "+86１５０００００１２３４",
+    ID_684,
+    "440301-19900307-1230",  # check digit 0
+    "zhang.san＠example.com",
+    "li.si＠corp．com．cn",
+    "ｗａｎｇ．ｗｕ＠ｅｘａｍｐｌｅ．ｃｏｍ",
+]
+
+
+def canonical(value: str) -> str:
+    """A value as matching sees it, less separators: what must appear nowhere."""
+    from danlu.text import fold_for_matching
+
+    folded = fold_for_matching(value)[0]
+    return folded if "@" in folded else folded.replace(" ", "").replace("-", "").upper()
+
+
+def leaks(path, values) -> list[str]:
+    from danlu.text import fold_for_matching
+
+    text = fold_for_matching(path.read_text("utf-8"))[0]
+    squeezed = text.replace(" ", "").replace("-", "").upper()
+    return [v for v in values if v in text or canonical(v) in squeezed]
+
+
+def test_hold_out_values_reach_no_output_kept_or_rejected(tmp_path):
+    records = []
+    for value in HOLD_OUT:
+        records.append({"instruction": f"我的联系方式是{value}，请回电", "output": "好的，已记录。"})
+        records.append({"instruction": f"联系{value}", "output": ""})  # empty_field
+        records.append({"messages": [{"role": "user", "content": "q"},
+                                     {"role": value, "content": "a"}]})  # unknown_role quotes it
+    path = jsonl(tmp_path / "in.jsonl", records)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.writelines(f'{{"instruction": "broken {v}"\n' for v in HOLD_OUT)  # unparseable
+    stats = clean_files([spec(path, fmt="alpaca")], cfg(), tmp_path / "out")
+    assert stats["records_kept"] == len(HOLD_OUT)
+    for name in ("records.jsonl", "rejects.jsonl", "stats.json"):
+        assert leaks(tmp_path / "out" / name, HOLD_OUT) == [], name
+    # 12 kept, 12 empty, 12 unparseable, and the messages records rejected for
+    # format (alpaca) are masked as records: every value was found each time.
+    assert sum(stats["pii_masked_by_type"].values()) == 4 * len(HOLD_OUT)
+
+
+def test_reject_detail_field_keys_and_numbers_are_masked(tmp_path):
+    records = [
+        {"messages": [{"role": "user", "content": "q"}, {"role": PHONE, "content": "a"}]},
+        {"instruction": "q", "output": int(PHONE)},  # wrong_type: a JSON number
+        {"instruction": "q", PHONE: "a key"},  # missing_field; the key is a value
+    ]
+    path = jsonl(tmp_path / "in.jsonl", records)
+    clean_files([spec(path, fmt="messages")], cfg(), tmp_path / "a")
+    clean_files([spec(path, fmt="alpaca")], cfg(), tmp_path / "b")
+    rejects = read(tmp_path / "a" / "rejects.jsonl") + read(tmp_path / "b" / "rejects.jsonl")
+    assert rejects[0]["reason"] == "unknown_role"
+    assert rejects[0]["detail"] == "role '<PHONE>'"
+    assert rejects[0]["record"]["messages"][1]["role"] == "<PHONE>"
+    assert rejects[4]["reason"] == "wrong_type" and rejects[4]["record"]["output"] == "<PHONE>"
+    assert rejects[5]["reason"] == "missing_field" and "<PHONE>" in rejects[5]["record"]
+    for out in ("a", "b"):
+        assert leaks(tmp_path / out / "rejects.jsonl", [PHONE]) == []
+
+
+def test_rejects_are_masked_exactly_when_records_are(tmp_path):
+    # An audit trail, not a back door: with mask_pii off nothing is masked,
+    # in records or rejects alike (the user said the data holds no PII).
+    path = jsonl(tmp_path / "in.jsonl", [{"instruction": f"联系{PHONE}", "output": "好的"},
+                                         {"instruction": f"联系{PHONE}", "output": ""}])
+    clean_files([spec(path)], cfg(mask_pii=False), tmp_path / "off")
+    for name in ("records.jsonl", "rejects.jsonl"):
+        assert PHONE in (tmp_path / "off" / name).read_text("utf-8")
+    clean_files([spec(path)], cfg(pii_types=["email"]), tmp_path / "email_only")
+    assert PHONE in (tmp_path / "email_only" / "rejects.jsonl").read_text("utf-8")
+
+
+def test_order_number_that_crashed_clean(tmp_path, capsys):
+    # python-stdnum raised KeyError('county') on it; it passes the ID checks
+    # (MOD 11-2, a real date), so it is masked as an ID number: privacy first.
+    path = jsonl(tmp_path / "in.jsonl", [{"instruction": "订单号625234190912097672是什么？",
+                                          "output": "好的"}])
+    assert main(["clean", str(path), "--out", "out"]) == 0
+    kept = read(tmp_path / "out" / "records.jsonl")
+    assert kept[0]["messages"][0]["content"] == "订单号<ID_CARD>是什么？"
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_unknown_format_error_names_no_value(tmp_path, capsys):
+    # A headerless CSV: its first row, a phone number among it, becomes the keys.
+    path = tmp_path / "contacts.csv"
+    path.write_text(f"张三,{PHONE}\n李四,13800001111\n", "utf-8")
+    assert main(["clean", str(path), "--out", "out"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot tell the record format" in err and "<PHONE>" in err and PHONE not in err

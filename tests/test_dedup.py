@@ -1,15 +1,18 @@
 """Dedup: exact and near duplicates, decontamination, shards, the split."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from workflow_utils import BENCHMARKS
 
+from danlu import dedup
 from danlu.cli import main
 from danlu.config import DedupConfig, from_mapping, load_config
-from danlu.dedup import Block, dedup_file, shard_signatures, split_file
+from danlu.dedup import Block, dedup_file, dedup_text, shard_signatures, split_file
+from danlu.minhash import signatures
 from danlu.records import dumps
 
 
@@ -128,3 +131,97 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
     assert main(["split", "latin.jsonl", "--out", "out"]) == 2
     assert "not UTF-8" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_shard_files_from_the_workflow_give_the_same_outputs(tmp_path):
+    """`dedup --signatures` (the workflow's path: shards signed by separate
+    jobs, merged here) writes what signing in-process writes, byte for byte."""
+    path = planted(tmp_path)
+    prefixes = [str(tmp_path / f"sig-{i}") for i in range(3)]
+    for i, prefix in enumerate(prefixes):
+        assert main(["dedup-signatures", str(path), "--shard", str(i), "--shards", "3",
+                     "--out", prefix]) == 0
+    assert main(["dedup", str(path), "--out", "given", "--signatures", *prefixes]) == 0
+    assert main(["dedup", str(path), "--out", "here"]) == 0
+    for name in ("records.jsonl", "removed.jsonl", "clusters.jsonl", "stats.json", "clusters.png"):
+        assert (tmp_path / "given" / name).read_bytes() == (tmp_path / "here" / name).read_bytes()
+    merged = Block.load_shards([Path(p) for p in prefixes])
+    whole = shard_signatures(path, cfg())
+    for part in ("lines", "sig", "sha"):
+        assert np.array_equal(getattr(merged, part), getattr(whole, part)), part
+
+
+def test_signatures_of_another_file_are_refused(tmp_path, capsys):
+    path = planted(tmp_path)
+    other = write(tmp_path / "other.jsonl", corpus(30))
+    shard_signatures(other, cfg()).save(tmp_path / "sig")
+    assert main(["dedup", str(path), "--out", "out", "--signatures", str(tmp_path / "sig")]) == 2
+    assert "not this file's" in capsys.readouterr().err
+
+
+def test_lines_are_copied_only_when_already_canonical(tmp_path):
+    """Kept lines are copied without re-serialising them only when they are
+    byte for byte what `dumps` writes; any other spelling is rewritten."""
+    base = corpus(6)
+    spaced = json.dumps(base[2], ensure_ascii=True) + "\n"  # valid, not canonical
+    path = write(tmp_path / "in.jsonl", [base[0], base[1], spaced, *base[3:]])
+    dedup_file(path, None, cfg(), tmp_path / "out")
+    assert (tmp_path / "out" / "records.jsonl").read_text("utf-8") == "".join(map(dumps, base))
+
+
+def test_long_passes_log_records_per_second(tmp_path, monkeypatch, capsys):
+    """Every pass over the records says how far it got and how fast while it
+    runs (here at every clock check, every 1024 records), and when it ends."""
+    monkeypatch.setattr(dedup, "PROGRESS_EVERY", 0.0)
+    path = write(tmp_path / "in.jsonl", corpus(1100))
+    dedup_file(path, None, cfg(), tmp_path / "out")
+    split_file(tmp_path / "out" / "records.jsonl", cfg(), 1, tmp_path / "split")
+    err = capsys.readouterr().err
+    for label in ("dedup signatures", "dedup write", "split signatures", "split write"):
+        line = rf"^{label}: [\d,]+ records in [\d.]+ s \([\d,]+ records/s\)"
+        assert re.search(line + "$", err, re.M), label  # while running
+        assert re.search(line + ", done$", err, re.M), label
+
+
+def _question(i: int, rng: np.random.Generator) -> dedup.BenchmarkItem:
+    chars = "".join(map(chr, rng.integers(0x4E00, 0x4E00 + 3000, 40).tolist()))
+    options = tuple("".join(map(chr, rng.integers(0x4E00, 0x4E00 + 3000, 15).tolist()))
+                    for _ in range(4))
+    return dedup.BenchmarkItem("ceval", "subject", "val", str(i), (chars, *options))
+
+
+def test_decontamination_work_grows_with_the_records_not_records_times_questions(monkeypatch):
+    """Each record's n-grams and LSH bands are looked up once in indexes built
+    once: doubling the records doubles every lookup, four times the questions
+    changes none, and nothing of records x questions size is ever built."""
+    rng = np.random.default_rng(1)
+    questions = [_question(i, rng) for i in range(400)]
+    texts = [dedup_text(r) for r in corpus(40)]
+    texts[7] += "\n".join(questions[5].segments)  # one leak, to be found
+    sizes: list[int] = []  # of every array handed to a lookup or a pairwise comparison
+
+    def counted(function, size_of):
+        def wrapper(*args, **kwargs):
+            sizes.append(size_of(*args, **kwargs))
+            return function(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(dedup.HashSet, "find", counted(dedup.HashSet.find, lambda self, h: len(h)))
+    monkeypatch.setattr(dedup.BucketIndex, "candidates",
+                        counted(dedup.BucketIndex.candidates, lambda self, q: len(q)))
+    monkeypatch.setattr(dedup, "estimated_jaccard",
+                        counted(dedup.estimated_jaccard, lambda sig, pairs, **kw: len(pairs)))
+
+    def work(n_questions: int, batch: list[str]) -> tuple[list[int], list]:
+        index = dedup.ContaminationIndex(questions[:n_questions], cfg())
+        sizes.clear()
+        found = index.matches(batch, signatures(batch, cfg().minhash()))
+        return list(sizes), found
+
+    once, found = work(100, texts)
+    assert [(t, item) for t, item, *_ in found] == [(7, 5)]
+    twice, _ = work(100, texts + texts)
+    more_questions, _ = work(400, texts)
+    assert twice == [2 * size for size in once]
+    assert more_questions == once
+    assert max(once) <= sum(len(t) for t in texts) + 13 * len(texts)  # one per n-gram at most

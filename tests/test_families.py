@@ -156,7 +156,7 @@ def test_train_merge_and_gptq_run_for_every_family(family, family_model, tmp_pat
 
     from danlu.config import TrainConfig, from_mapping, load_config
     from danlu.merge import merge_adapter
-    from danlu.quantize import calibration_texts, quantize_model
+    from danlu.quantize import calibration_texts, quantize_model, read_gate_examples
     from danlu.tracking import StageRun
     from danlu.train import run_training
 
@@ -188,7 +188,8 @@ def test_train_merge_and_gptq_run_for_every_family(family, family_model, tmp_pat
 
     quantized = quantize_model(tmp_path / "merged", tmp_path / "gptq", method="gptq",
                                calibration_texts=calibration_texts(records, tokenizer, 8, 0),
-                               tokenizer=tokenizer, max_seq_length=128)
+                               tokenizer=tokenizer, max_seq_length=128,
+                               val_examples=read_gate_examples(tmp_path / "lengths" / "val", 4, 128))
     assert quantized["top1_agreement"] is not None
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "gptq")
     saved = json.loads((tmp_path / "gptq" / "config.json").read_text())

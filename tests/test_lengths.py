@@ -139,3 +139,14 @@ def test_same_cutoff_from_another_percentile_leaves_cutoff_json_identical(tmp_pa
 def test_training_uses_the_same_builder_and_truncation():
     assert train.build_example is lengths.build_example
     assert train.truncate_example is lengths.truncate_example
+
+
+def test_an_empty_split_is_one_line_naming_the_file(tmp_path, tokenizer):
+    from danlu.lengths import NoRecordsError
+
+    (tmp_path / "train.jsonl").write_text(json.dumps({"id": "a", "messages": [
+        {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n")
+    (tmp_path / "val.jsonl").write_text("\n")
+    with pytest.raises(NoRecordsError, match=r"val\.jsonl: no records to tokenise"):
+        tokenize_splits({"train": tmp_path / "train.jsonl", "val": tmp_path / "val.jsonl"},
+                        tokenizer, ExampleOptions(), tmp_path / "out")

@@ -156,6 +156,38 @@ def test_fast_hashes_are_one_to_one_with_reference_shingles(corpus):
         assert len(set(hash_of.values())) == len(hash_of)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 8, 13, 16])
+def test_window_hashes_are_the_polynomial_definition_across_chunks(n):
+    """Short windows by repeated multiply-add, long ones by doubling: both
+    equal sum(seq[i+k] * base**(n-k)) mod 2**64, including at chunk edges."""
+    seq = np.random.default_rng(n).integers(0, 2**40, mh._WINDOW_CHUNK * 2 + 37, dtype=np.uint64)
+    base = int(mh._CHAR_BASE)
+    expected = [
+        sum(int(seq[i + k]) * pow(base, n - k, 2**64) for k in range(n)) % 2**64
+        for i in (0, 1, mh._WINDOW_CHUNK - 1, mh._WINDOW_CHUNK, len(seq) - n)
+    ]
+    windows = mh._window_hashes(seq, n, mh._CHAR_BASE)
+    assert len(windows) == len(seq) - n + 1
+    picked = windows[[0, 1, mh._WINDOW_CHUNK - 1, mh._WINDOW_CHUNK, len(seq) - n]]
+    assert picked.tolist() == expected
+    step = seq[: n + 5].copy()  # every window of a short sequence, one at a time
+    assert mh._window_hashes(step, n, mh._CHAR_BASE).tolist() == [
+        sum(int(step[i + k]) * pow(base, n - k, 2**64) for k in range(n)) % 2**64
+        for i in range(6)
+    ]
+
+
+def test_shingle_hashes_of_a_mixed_batch_are_each_texts_own(corpus):
+    """Character- and word-shingled texts hashed together come back in text
+    order, each exactly as when hashed alone."""
+    for n in (5, 13):
+        hashes, counts = mh.shingle_hashes(corpus, n, n)
+        alone = [mh.shingle_hashes([t], n, n) for t in corpus]
+        assert counts.tolist() == [int(c[0]) for _, c in alone]
+        assert hashes.tolist() == np.concatenate([h for h, _ in alone]).tolist()
+    assert {kind for kind in map(mh.shingle_kind, corpus)} == {"char", "word"}
+
+
 # ---------------------------------------------------------------- signatures
 
 
@@ -256,6 +288,65 @@ def test_candidate_pairs_equal_datasketch_lsh_queries(corpus):
     assert (found[:, 0] < found[:, 1]).all() and len(np.unique(found, axis=0)) == len(found)
 
 
+@pytest.mark.parametrize("threshold", [0.5, 0.8])
+def test_pairs_confirmed_band_by_band_are_all_candidates_above_threshold(corpus, threshold):
+    """near_duplicate_pairs drops rejected candidates band by band; the result
+    is still every candidate pair whose estimated Jaccard reaches the threshold."""
+    params = mh.MinHashParams(threshold=threshold)
+    sig = mh.signatures(corpus, params)
+    candidates = mh.candidate_pairs(sig, params)
+    expected = candidates[mh.estimated_jaccard(sig, candidates) >= threshold]
+    np.testing.assert_array_equal(mh.near_duplicate_pairs(sig, params), expected)
+    assert len(expected) >= 5
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 50, 1 << 20])
+def test_bucket_pairs_come_in_pieces_but_all_exactly_once(chunk):
+    """Pairs within buckets are produced a piece at a time (big buckets split
+    by rows): together, every pair of rows sharing a label, once."""
+    rng = np.random.default_rng(RNG_SEED + chunk)
+    for _ in range(10):
+        n = int(rng.integers(2, 300))
+        raw = rng.integers(0, int(rng.integers(1, 8)), n).tolist()
+        first: dict[int, int] = {}
+        labels = np.array([first.setdefault(v, i) for i, v in enumerate(raw)])
+        expected = [i * n + j for i in range(n) for j in range(i + 1, n) if labels[i] == labels[j]]
+        pieces = list(mh._pairs_within_groups(labels, chunk))
+        found = np.concatenate([np.zeros(0, dtype=np.int64), *pieces])
+        assert sorted(found.tolist()) == expected and len(found) == len(expected)
+        assert all(len(piece) <= chunk + n for piece in pieces)  # a piece: <= chunk + a row
+
+
+def test_bucket_index_finds_the_cross_pairs_of_lsh_on_both_sets(corpus):
+    """Querying an index of some signatures gives the pairs that LSH on both
+    sets stacked would give between them, with the same Jaccard filter."""
+    params = mh.MinHashParams(threshold=0.7)
+    sig = mh.signatures(corpus, params)
+    indexed, queries = sig[::2], sig[1::2]
+    stacked = mh.near_duplicate_pairs(np.concatenate([indexed, queries]), params)
+    cross = stacked[(stacked[:, 0] < len(indexed)) & (stacked[:, 1] >= len(indexed))]
+    expected = {(i, j - len(indexed)) for i, j in cross.tolist()}
+    found = mh.BucketIndex(indexed, params).near(queries)
+    assert {tuple(p) for p in found.tolist()} == expected and expected
+    assert len(mh.BucketIndex(indexed, params).near(queries[:0])) == 0
+
+
+def test_duplicates_of_a_subset_of_rows_need_no_copy(corpus):
+    """find_duplicates over sig[rows] given as `rows` equals it on the copy."""
+    params = mh.MinHashParams(threshold=0.7)
+    sig = mh.signatures(corpus, params)
+    rows = np.array([i for i in range(len(sig)) if i % 7 != 3])
+    np.testing.assert_array_equal(mh.find_duplicates(sig, params, rows=rows),
+                                  mh.find_duplicates(sig[rows], params))
+    np.testing.assert_array_equal(mh.same_row_labels(sig, rows), mh.same_row_labels(sig[rows]))
+
+
+def test_sorted_unique_is_numpys_unique():
+    values = np.random.default_rng(RNG_SEED).integers(0, 50, 1000).astype(np.uint64)
+    assert mh.sorted_unique(values).tolist() == np.unique(values).tolist()
+    assert mh.sorted_unique(values[:0]).tolist() == []
+
+
 def test_row_grouping_stays_exact_when_row_keys_collide(monkeypatch):
     rng = np.random.default_rng(RNG_SEED)
     block = rng.integers(0, 3, size=(200, 2), dtype=np.uint32)
@@ -263,6 +354,10 @@ def test_row_grouping_stays_exact_when_row_keys_collide(monkeypatch):
     labels_expected = [expected.setdefault(row.tobytes(), i) for i, row in enumerate(block)]
     monkeypatch.setattr(mh, "_row_keys", lambda b: np.zeros(len(b), dtype=np.uint64))
     assert mh.same_row_labels(block).tolist() == labels_expected
+    rows = np.arange(1, 200, 2)  # a subset given by index: labels index `rows`
+    seen = {}
+    subset_expected = [seen.setdefault(block[r].tobytes(), i) for i, r in enumerate(rows)]
+    assert mh.same_row_labels(block, rows).tolist() == subset_expected
 
 
 def test_planted_near_duplicate_is_found_and_unrelated_pair_is_not():

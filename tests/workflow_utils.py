@@ -130,3 +130,52 @@ def planned(root: Path, *targets: str) -> Counter:
 
 def read_json(path: Path):
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+# --- one audited run, shared by test_verify and test_tamper ------------------------------
+
+AUDITED_ALPACA = [{"instruction": f"问题{i}：基金{i}的风险？", "output": f"回答{i}：风险等级{i % 5}，注意分散。"}
+                  for i in range(24)]
+
+
+def _jsonl(records: list, extra_lines: tuple[str, ...] = ()) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records) + \
+        "".join(line + "\n" for line in extra_lines)
+
+
+# The final data: 24 records, plus an exact duplicate (dedup removes it) and two
+# the clean stage rejects, so rejects.jsonl and removed.jsonl are not empty.
+AUDITED_DATA = _jsonl(AUDITED_ALPACA + [AUDITED_ALPACA[3], {"instruction": "空回答", "output": ""}],
+                      ("{broken",))
+# What the data was at first: fewer records, another duplicate, one reject.
+EARLIER_DATA = _jsonl(AUDITED_ALPACA[:20] + [AUDITED_ALPACA[5]], ("{broken",))
+
+
+def build_audited_run(root: Path, snapshots: Path):
+    """A tiny project as it lives, in three snakemake invocations:
+
+    1. the first data, up to the length cutoff (the data stages and the demo model);
+    2. the final data, the whole DAG with every model evaluated (the data stages
+       rerun, the rest run for the first time);
+    3. `--forcerun audit`: the audit job again (new signatures, a new provenance).
+
+    So the run verifies across partial reruns and several MLflow parent runs, and
+    `snapshots/first` (results/ and data/ after 1) and `snapshots/second`
+    (results/ after 2) hold earlier versions of its files for test_tamper.
+    Returns SimpleNamespace(root, first, second)."""
+    from types import SimpleNamespace
+
+    every_model = {"models": ["base", "tuned", "merged", "gptq", "awq"]}
+    make_project(root, [{"name": "alp", "path": "data/alp.jsonl", "format": "alpaca"}],
+                 TINY_RUN | {"evaluate": TINY_RUN["evaluate"] | every_model})
+    data = root / "data" / "alp.jsonl"
+    data.write_text(EARLIER_DATA, "utf-8")
+    snakemake(root, "results/lengths/cutoff.json")
+    first, second = snapshots / "first", snapshots / "second"
+    shutil.copytree(root / "results", first / "results", symlinks=True)
+    shutil.copytree(root / "data", first / "data")
+    data.write_text(AUDITED_DATA, "utf-8")
+    snakemake(root)
+    shutil.copytree(root / "results", second / "results", symlinks=True)
+    snakemake(root, "--forcerun", "audit")
+    return SimpleNamespace(root=root, first=first, second=second)

@@ -1,7 +1,14 @@
 """The tamper-evident audit log: `results/audit/log.jsonl`, one entry per stage
 job, each holding the sha256 of the entry before it, so a deleted, reordered or
-edited entry breaks the chain. The chain's head is also written into the signed
-provenance statement, which covers the last entry too.
+edited entry breaks the chain.
+
+A chain only shows edits in its middle: whoever can write the file can cut its
+end, or rebuild every link. So the head is also recorded where such an editor of
+results/ cannot silently follow: each append tags the invocation's MLflow parent
+run with the new head (`danlu.audit.head`: "<seq> <sha256>") and with the log's
+identity (`danlu.audit.log`: the sha256 of its first line), under the log's lock
+so the tags advance in log order; and the signed provenance statement names the
+head at the time the `audit` job ran. `danlu verify` compares both.
 
 Jobs find the log through $DANLU_AUDIT_LOG (the Snakefile sets it); a command
 run by hand without it records nothing here (its manifest still stands).
@@ -15,6 +22,7 @@ import hashlib
 import json
 import os
 import socket
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,9 +34,15 @@ def line_digest(line: str) -> str:
     return hashlib.sha256(line.rstrip("\n").encode("utf-8")).hexdigest()
 
 
+# Called under the log's lock with (entry, its line's sha256, the first line's sha256).
+HeadWitness = Callable[[dict, str, str], None]
+
+
 def append_entry(log_path: Path, *, stage: str, manifest: str, manifest_sha256: str,
-                 mlflow_run_id: str | None, tracking_uri: str | None) -> dict:
-    """Append one entry under an exclusive lock (parallel jobs share the log)."""
+                 mlflow_run_id: str | None, tracking_uri: str | None,
+                 witness: HeadWitness | None = None) -> dict:
+    """Append one entry under an exclusive lock (parallel jobs share the log);
+    `witness` records the new head elsewhere before the lock is released."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a+", encoding="utf-8") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -47,10 +61,14 @@ def append_entry(log_path: Path, *, stage: str, manifest: str, manifest_sha256: 
                 "host": socket.gethostname(),
                 "prev_sha256": line_digest(lines[-1]) if lines else GENESIS,
             }
+            line = json.dumps(entry, sort_keys=True, ensure_ascii=False)
             fh.seek(0, os.SEEK_END)
-            fh.write(json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n")
+            fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+            if witness is not None:
+                first = lines[0] if lines else line
+                witness(entry, line_digest(line), line_digest(first))
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
     return entry
@@ -101,4 +119,5 @@ def record_job(*, stage: str, manifest_path: Path, manifest_sha256: str, run) ->
 
     append_entry(Path(log), stage=stage, manifest=rel(manifest_path),
                  manifest_sha256=manifest_sha256, mlflow_run_id=run.run_id,
-                 tracking_uri=run.uri if run.run_id else None)
+                 tracking_uri=run.uri if run.run_id else None,
+                 witness=run.witness_head)

@@ -1,11 +1,15 @@
 """C-Eval and CMMLU: reading the question files and writing the prompts.
 
 The loader reads a local directory in exactly the layout the official archives
-unpack to (what `shared/benchmarks/README.md` describes), or, when a hub id is
-named, the same rows through `datasets.load_dataset`:
+unpack to (what `shared/benchmarks/README.md` describes):
 
     ceval/ceval-exam/{dev,val,test}/<subject>_<split>.csv   + ceval/subject_mapping.json
     cmmlu/data/{dev,test}/<subject>.csv                      + cmmlu/subject_mapping.json
+
+or, without a local copy (`root` None), the same rows from the dataset hub
+through `datasets.load_dataset(hub_id, subject, split=...)` (one config per
+subject, as lm-evaluation-harness loads them), with subject names and
+categories from the packaged `benchmark_subjects.json` (the hub datasets lack them).
 
 The prompt functions reproduce lm-evaluation-harness's `ceval-valid_*` and
 `cmmlu_*` task YAMLs character for character (the default scoring), and the
@@ -19,8 +23,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from danlu.errors import UserError
@@ -110,9 +114,60 @@ def layout(benchmark: str) -> Layout:
     return LAYOUTS[benchmark]
 
 
-def load_subjects(benchmark: str, root: Path) -> dict[str, Subject]:
-    """Subject name -> Subject, from `<root>/<benchmark>/subject_mapping.json`."""
+# Subject names, Chinese names and categories (no questions) for reading the hub.
+SUBJECTS_FILE = Path(__file__).with_name("benchmark_subjects.json")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where questions are read: a local copy (`root`), else the hub datasets in
+    `hub` (benchmark -> hub id; a benchmark not named there uses its official id)."""
+
+    root: Path | None
+    hub: Mapping[str, str] = field(default_factory=dict)
+
+    def hub_id(self, benchmark: str) -> str | None:
+        return None if self.root else self.hub.get(benchmark, layout(benchmark).hub_id)
+
+    def describe(self, benchmarks: Sequence[str]) -> str:
+        if self.root:
+            return str(self.root)
+        return "the hub (" + ", ".join(f"{b}: {self.hub_id(b)}" for b in benchmarks) + ")"
+
+
+def find_source(
+    path: str | Path | None, hub: Mapping[str, str] | None = None, *, default_hub: bool = True
+) -> tuple[Source | None, str]:
+    """The local copy when `path` is a directory, else the hub: the ids in `hub`,
+    or (with `default_hub`) the official ones. None when there is nothing to
+    read. The second value says, for the job's log, why that source was taken."""
+    if path and Path(path).is_dir():
+        return Source(Path(path)), f"local copy {path}"
+    why = f"{path} not found" if path else "no local copy given"
+    unknown = sorted(set(hub or {}) - set(LAYOUTS))
+    if unknown:
+        raise BenchmarkError(f"unknown benchmark(s) in hub ids: {', '.join(unknown)}")
+    if hub or default_hub:
+        return Source(None, dict(hub or {})), f"{why}: reading the dataset hub"
+    return None, why
+
+
+def parse_hub_ids(items: Sequence[str]) -> dict[str, str]:
+    """`--benchmark-hub NAME=ID` flags -> {name: id}."""
+    pairs = [item.partition("=") for item in items]
+    bad = [item for item, (_, eq, value) in zip(items, pairs, strict=True) if not eq or not value]
+    if bad:
+        raise BenchmarkError(f"--benchmark-hub takes NAME=HUB_ID, got {', '.join(bad)}")
+    return {name: value for name, _, value in pairs}
+
+
+def load_subjects(benchmark: str, root: Path | None) -> dict[str, Subject]:
+    """Subject name -> Subject, from `<root>/<benchmark>/subject_mapping.json`, or
+    from the packaged table when there is no local copy (`root` None)."""
     spec = layout(benchmark)
+    if root is None:
+        table = json.loads(SUBJECTS_FILE.read_text(encoding="utf-8"))[benchmark]
+        return {s: Subject(s, v[0], v[1], tuple(v[2:])) for s, v in table.items()}
     if not (root / benchmark).is_dir():
         raise BenchmarkError(f"{benchmark}: benchmark directory not found: {root / benchmark}")
     path = spec.mapping_path(root)
@@ -146,7 +201,7 @@ def select_subjects(subjects: dict[str, Subject], wanted: Sequence[str] | None) 
 
 def load_benchmark(
     benchmark: str,
-    root: Path,
+    root: Path | None,
     *,
     subjects: Sequence[str] | None = None,
     max_per_subject: int | None = None,
@@ -157,8 +212,12 @@ def load_benchmark(
     `max_per_subject` keeps the first N scored rows (what lm-eval's `--limit` does).
     With `hub_id` the rows come from the dataset hub; the subject mapping (Chinese
     names and categories, which the hub datasets lack) is still read from `root`.
+    Without a local copy (`root` None) the rows come from the hub (`hub_id`, by
+    default the official dataset) and the mapping from the packaged table.
     """
     spec = layout(benchmark)
+    if root is None:
+        hub_id = hub_id or spec.hub_id
     known = load_subjects(benchmark, root)
     if subjects is not None:
         unknown = sorted(set(subjects) - set(known))

@@ -8,25 +8,34 @@ manner of datatrove's filters.
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-
-from tqdm import tqdm
 
 from danlu.config import CleanConfig, DatasetSpec
 from danlu.outputs import atomic_outputs, write_json
 from danlu.pii import mask_pii, mask_value
-from danlu.readers import InputError, RawRow, read_rows
+from danlu.progress import Progress
+from danlu.readers import InputError, RawRow, read_dataset, read_rows
 from danlu.records import FieldMap, RecordError, check_structure, detect_format, dumps, to_messages
+from danlu.shards import Shard, read_shard
 from danlu.templates import SPECIAL_TOKENS
 from danlu.text import detect_language, non_text_share, normalize_text
 
 # How many leading records decide a file's format when the config says `auto`.
 _DETECT_SAMPLE = 200
-# Files above this size get a progress bar (in the job's log).
-_PROGRESS_BYTES = 50 << 20
+
+
+@functools.lru_cache(maxsize=16)
+def _any_of(tokens: tuple[str, ...]) -> Callable[[str], bool]:
+    """A test for `any(t in text for t in tokens)`: one scan instead of one per token."""
+    if not tokens:
+        return lambda text: False
+    pattern = re.compile("|".join(map(re.escape, tokens)))
+    return lambda text: pattern.search(text) is not None
 
 
 def clean_messages(messages: list[dict], cfg: CleanConfig, pii: Counter) -> list[dict]:
@@ -39,14 +48,14 @@ def clean_messages(messages: list[dict], cfg: CleanConfig, pii: Counter) -> list
         out.append({"role": msg["role"], "content": content})
     check_structure(out)
     tokens = cfg.special_tokens if cfg.special_tokens is not None else SPECIAL_TOKENS
+    has_token = _any_of(tuple(tokens))
     for i, msg in enumerate(out):
-        if any(t in msg["content"] for t in tokens):
+        if has_token(msg["content"]):
             raise RecordError("special_tokens", f"messages[{i}].content",
                               "chat-template control tokens inside text")
     if cfg.mask_pii:
         for msg in out:
-            msg["content"], found = mask_pii(msg["content"], cfg.pii_types)
-            pii.update(found)
+            msg["content"], _ = mask_pii(msg["content"], cfg.pii_types, pii)
     text = "\n".join(m["content"] for m in out if m["role"] != "system")
     if len(text) < cfg.min_chars:
         raise RecordError("too_short", "messages", f"{len(text)} < min_chars {cfg.min_chars}")
@@ -68,12 +77,17 @@ def _position(loc: dict) -> int:
 
 
 def _reject(source: dict, err: RecordError, raw, raw_text, cfg: CleanConfig, pii: Counter) -> dict:
-    """The reject line: the raw record (or unparseable text), PII masked, with
-    the reason and field. Masking counts go to `pii` too: they were found."""
+    """The reject line: the raw record (or unparseable text) with the reason,
+    field and detail. Rejects are an audit trail that outlives the run, so
+    they hold no more than records.jsonl would: whenever mask_pii is on, the
+    record, its keys and numbers, and the field and detail texts (which may
+    quote a value, e.g. an unknown role) are masked with the same types.
+    Masking counts go to `pii` too: they were found."""
     types = cfg.pii_types if cfg.mask_pii else ()
     body = {"record": mask_value(raw, types, pii)} if raw_text is None else \
            {"text": mask_value(raw_text, types, pii)}
-    return {"source": source, "reason": err.reason, "field": err.field, "detail": err.detail, **body}
+    return {"source": source, "reason": err.reason, "field": mask_value(err.field, types, pii),
+            "detail": mask_value(err.detail, types, pii), **body}
 
 
 def _detect_file_format(rows: list[RawRow], fields: FieldMap, path: Path) -> str:
@@ -81,26 +95,37 @@ def _detect_file_format(rows: list[RawRow], fields: FieldMap, path: Path) -> str
                     if r.error is None and isinstance(r.data, dict))
     votes.pop(None, None)
     if not votes:
-        keys = sorted({k for r in rows if isinstance(r.data, dict) for k in r.data})[:12]
+        # A headerless CSV makes its first row the keys: mask them, as an error
+        # message goes to the terminal and the job's log.
+        keys = sorted({mask_value(k) for r in rows if isinstance(r.data, dict)
+                       for k in r.data})[:12]
         raise InputError(path, f"cannot tell the record format from fields {keys}; "
                                "set `format:` (alpaca, sharegpt or messages) for this dataset")
     return votes.most_common(1)[0][0]
 
 
-def clean_dataset(spec: DatasetSpec, cfg: CleanConfig, kept, rejects, stats: dict) -> None:
-    """Stream one dataset file into the open `kept` / `rejects` files."""
-    path = Path(spec.path)
+def clean_dataset(spec: DatasetSpec, cfg: CleanConfig, kept, rejects, stats: dict,
+                  shard: Shard | None = None) -> None:
+    """Stream one dataset (file or hub), or one `shard` of its file, into the
+    open `kept` / `rejects` files."""
+    path = Path(spec.path) if spec.path else spec.source  # a hub dataset: its hf:// name
     fields = FieldMap(spec.columns, spec.tags)
-    rows = read_rows(path, spec.encoding)
-    if path.is_file() and path.stat().st_size > _PROGRESS_BYTES:
-        rows = tqdm(rows, desc=f"clean {spec.name}", unit="rec", mininterval=10)
-    head = [row for _, row in zip(range(_DETECT_SAMPLE), rows, strict=False)]
-    fmt = spec.format if spec.format != "auto" else _detect_file_format(head, fields, path)
+    facts: dict = {}  # a hub dataset's revision and rows digest
+    rows = read_dataset(spec, facts) if shard is None else read_shard(path, spec.encoding, shard)
+    head = _head(rows)
+    if spec.format != "auto":
+        fmt = spec.format
+    else:  # decided by the file's first records, whichever shard this is
+        sample = head if shard is None else _head(read_rows(path, spec.encoding))
+        fmt = _detect_file_format(sample, fields, path)
     reasons, pii = stats["rejected_by_reason"], stats["pii_masked_by_type"]
     n_in = n_kept = 0
+    where = "" if shard is None else f" shard {shard.index} of {shard.count}"
+    progress = Progress(f"clean {spec.name}{where}")
     for row in _chain(head, rows):
         n_in += 1
-        source = _location(spec.path, row.loc)
+        progress.add()
+        source = _location(spec.source, row.loc)
         try:
             if row.error is not None:
                 raise row.error
@@ -113,10 +138,15 @@ def clean_dataset(spec: DatasetSpec, cfg: CleanConfig, kept, rejects, stats: dic
         kept.write(dumps({"id": record_id, "source": source, "messages": messages,
                           "meta": {"dataset": spec.name, "format": fmt}}))
         n_kept += 1
-    if n_in == 0:
+    progress.done()
+    if n_in == 0 and shard is None:  # a shard may be empty; combine checks the whole file
         raise InputError(path, "no records")
-    stats["files"][spec.path] = {"dataset": spec.name, "format": fmt, "records_in": n_in,
-                                 "records_kept": n_kept}
+    stats["files"][spec.source] = {"dataset": spec.name, "format": fmt, "records_in": n_in,
+                                   "records_kept": n_kept, **facts}
+
+
+def _head(rows) -> list[RawRow]:
+    return [row for _, row in zip(range(_DETECT_SAMPLE), rows, strict=False)]
 
 
 def _chain(head: list, rest: Iterable):
@@ -124,8 +154,10 @@ def _chain(head: list, rest: Iterable):
     yield from rest
 
 
-def clean_files(specs: list[DatasetSpec], cfg: CleanConfig, out_dir: Path) -> dict:
-    """Clean every dataset into `out_dir/{records,rejects}.jsonl` and `stats.json`.
+def clean_files(specs: list[DatasetSpec], cfg: CleanConfig, out_dir: Path,
+                shard: Shard | None = None) -> dict:
+    """Clean every dataset (or `shard` of the one dataset's file) into
+    `out_dir/{records,rejects}.jsonl` and `stats.json`.
 
     Outputs appear only if every input was usable: an InputError leaves nothing.
     """
@@ -135,7 +167,7 @@ def clean_files(specs: list[DatasetSpec], cfg: CleanConfig, out_dir: Path) -> di
         with open(records_tmp, "w", encoding="utf-8") as kept, \
              open(rejects_tmp, "w", encoding="utf-8") as rejects:
             for spec in specs:
-                clean_dataset(spec, cfg, kept, rejects, stats)
+                clean_dataset(spec, cfg, kept, rejects, stats, shard)
         summary = summarize(stats)
         write_json(stats_tmp, summary)
     return summary
@@ -159,8 +191,9 @@ def summarize(stats: dict) -> dict:
 
 
 def combine_parts(part_dirs: list[Path], out_dir: Path) -> dict:
-    """Concatenate per-file clean outputs (one Snakemake job per input file) in
-    the given order and add up their stats; equal to cleaning all files at once."""
+    """Concatenate per-file (or per-shard) clean outputs, one Snakemake job
+    each, in the given order and add up their stats; equal to cleaning all
+    files at once."""
     stats = {"files": {}, "rejected_by_reason": Counter(), "pii_masked_by_type": Counter()}
     names = ("records.jsonl", "rejects.jsonl", "stats.json")
     with atomic_outputs([out_dir / n for n in names]) as (records_tmp, rejects_tmp, stats_tmp):
@@ -172,10 +205,22 @@ def combine_parts(part_dirs: list[Path], out_dir: Path) -> dict:
                             out.write(chunk)
         for part in part_dirs:
             sub = json.loads((part / "stats.json").read_text(encoding="utf-8"))
-            stats["files"].update(sub["files"])
+            _add_files(stats["files"], sub["files"])
             stats["rejected_by_reason"].update(sub["rejected_by_reason"])
             stats["pii_masked_by_type"].update(sub["pii_masked_by_type"])
+        for source, facts in stats["files"].items():
+            if facts["records_in"] == 0:  # every shard of it was empty
+                raise InputError(source, "no records")
         summary = summarize(stats)
         write_json(stats_tmp, summary)
     return summary
 
+
+def _add_files(files: dict, more: dict) -> None:
+    """Merge a part's per-file stats; the shards of one file add up to it."""
+    for source, facts in more.items():
+        if source not in files:
+            files[source] = dict(facts)
+            continue
+        for key in ("records_in", "records_kept"):
+            files[source][key] += facts[key]

@@ -28,16 +28,30 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-remote-code", action="store_true")
 
 
+def _benchmark_args(p: argparse.ArgumentParser, without: str) -> None:
+    # No default path: a command run by hand reads only what it is given.
+    p.add_argument("--benchmarks", metavar="DIR",
+                   help="local C-Eval/CMMLU copy holding ceval/ and cmmlu/ (official layouts)")
+    p.add_argument("--benchmark-hub", action="append", default=[], metavar="NAME=HUB_ID",
+                   help=f"hub dataset of a benchmark, read when DIR is not given or not found; {without}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="danlu", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("clean", help="normalise, validate and PII-mask raw records")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="data files (none for a hub --dataset)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--dataset", help="the dataset entry as JSON (name, path, format, ...)")
+    p.add_argument("--dataset", help="one `datasets:` entry as JSON: a file (name, path, format, "
+                                     "...) or a hub dataset (name, hf_hub_url, subset, split, revision)")
     p.add_argument("--format", default="auto", choices=["auto", "alpaca", "sharegpt", "messages"])
     p.add_argument("--encoding", default="auto")
+    p.add_argument("--shard", type=int, default=0,
+                   help="clean only this record range of the one INPUT (0-based; see --shards)")
+    p.add_argument("--shards", type=int, default=1,
+                   help="ranges the INPUT is split into; `danlu combine` of all of them in "
+                        "order equals cleaning it whole")
     _add_common(p)
     p.set_defaults(func="data:cmd_clean")
 
@@ -54,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func="data:cmd_demo_model")
     p = sub.add_parser("demo-leak", help="plant benchmark questions in a demo data file")
-    p.add_argument("--benchmarks", required=True)
+    _benchmark_args(p, "default: ceval=ceval/ceval-exam, cmmlu=haonan-li/cmmlu")
     p.add_argument("--out", required=True)
     p.set_defaults(func="data:cmd_demo_leak")
 
@@ -71,8 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--signatures", nargs="*", default=[], help="shard prefixes (else computed here)")
     p.add_argument("--shards", type=int, help="compute signatures in this many shards")
-    p.add_argument("--benchmarks", default="../shared/benchmarks",
-                   help="C-Eval/CMMLU directory for decontamination")
+    _benchmark_args(p, "with neither, decontamination is skipped (and logged)")
     _add_common(p)
     p.set_defaults(func="data:cmd_dedup")
 
@@ -121,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="GPTQ or AWQ W4A16 export with llm-compressor")
     p.add_argument("--method", required=True, choices=["gptq", "awq"])
     p.add_argument("--train", required=True, help="train records.jsonl: calibration samples")
+    p.add_argument("--val", required=True,
+                   help="tokenised val split (Arrow): the tokens export.gates are checked on")
     p.add_argument("--out", required=True)
     p.add_argument("--manifest", required=True)
     p.add_argument("--seed", type=int, default=42)
@@ -132,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="label: base, tuned, merged, gptq, awq")
     p.add_argument("--adapter", help="a PEFT adapter to apply to --model")
     p.add_argument("--load", help="JSON of load settings (quantization, double_quant, compute_dtype)")
-    p.add_argument("--benchmarks", default="../shared/benchmarks")
+    _benchmark_args(p, "default: ceval=ceval/ceval-exam, cmmlu=haonan-li/cmmlu")
     p.add_argument("--val", help="tokenised val split (Arrow) for perplexity")
     p.add_argument("--cutoff", help="cutoff.json, with --val")
     p.add_argument("--out", required=True)

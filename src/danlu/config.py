@@ -111,14 +111,36 @@ def to_json(obj) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """One entry of `datasets:` (LLaMA-Factory's dataset_info, as a list)."""
+    """One entry of `datasets:` (LLaMA-Factory's dataset_info, as a list): a
+    local file (`path`) or a hub dataset (`hf_hub_url`, subset, split, revision)."""
 
     name: str
-    path: str
+    path: str | None
     format: str
     columns: dict
     tags: dict
     encoding: str
+    # Defaults here too (unlike other stage configs): a local file's entry built
+    # in code need not spell out the hub keys.
+    hf_hub_url: str | None = None
+    subset: str | None = None
+    split: str = "train"
+    revision: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.hf_hub_url is None):
+            raise ConfigError(f"datasets: {self.name}: give `path` (a local file) or "
+                              "`hf_hub_url` (a hub dataset), exactly one of them")
+
+    @property
+    def source(self) -> str:
+        """How records name where they came from: the file, or the hub dataset
+        with its subset and split (hf://datasets/owner/name[:subset]:split)."""
+        if self.path is not None:
+            return self.path
+        where = self.hf_hub_url if Path(self.hf_hub_url).is_dir() else \
+            f"hf://datasets/{self.hf_hub_url}"
+        return ":".join([where, *([self.subset] if self.subset else []), self.split])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +152,7 @@ class CleanConfig:
     max_non_text_share: float
     languages: list
     special_tokens: list | None
+    shards: int | str  # jobs per file, or "auto": the workflow's layout, not a result
 
     def __post_init__(self) -> None:
         if self.min_chars > self.max_chars:
@@ -145,6 +168,7 @@ class LengthsConfig:
     overlength: str
     train_on_prompt: bool
     mask_history: bool
+    enable_thinking: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +191,6 @@ class TrainConfig:
     num_epochs: float
     max_steps: int
     per_device_train_batch_size: int
-    enable_thinking: bool
     per_device_eval_batch_size: int
     gradient_accumulation_steps: int
     optim: str

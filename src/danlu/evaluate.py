@@ -57,7 +57,8 @@ class EvalConfig:
             every prompt in full, as lm-eval does (same scores, slower).
         max_length: context length to assume instead of the model's own.
         hub: benchmark -> dataset hub id, to read questions from the hub instead of
-            local files (e.g. {"ceval": "ceval/ceval-exam"}).
+            local files (e.g. {"ceval": "ceval/ceval-exam"}); with no local copy
+            (`benchmarks_root` None) a benchmark not named here uses its official id.
     """
 
     benchmarks: tuple[str, ...] = ("ceval", "cmmlu")
@@ -95,13 +96,15 @@ class EvalConfig:
 
 
 def evaluate_model(
-    model, tokenizer, config: EvalConfig, *, benchmarks_root: Path, out_dir: Path, model_digest: str
+    model, tokenizer, config: EvalConfig, *, benchmarks_root: Path | None, out_dir: Path,
+    model_digest: str,
 ) -> dict:
     """Score `model` on the configured benchmarks and write the report files to `out_dir`.
+    `benchmarks_root` None reads the questions from the hub (`config.hub`).
 
     Returns per benchmark the micro/macro accuracy and the question counts.
     """
-    data = load_selected(config, Path(benchmarks_root))
+    data = load_selected(config, Path(benchmarks_root) if benchmarks_root else None)
     results = score_subjects(model, tokenizer, [s for subs in data.values() for s in subs], config)
     summary = write_outputs(results, config_facts(config), Path(out_dir), model_digest)
     return {
@@ -124,7 +127,7 @@ def config_facts(config: EvalConfig) -> dict:
     }
 
 
-def load_selected(config: EvalConfig, root: Path) -> dict[str, list[SubjectData]]:
+def load_selected(config: EvalConfig, root: Path | None) -> dict[str, list[SubjectData]]:
     """Load every selected benchmark. A subject is named plainly (then every benchmark
     that has it: `high_school_physics` is in both) or as `benchmark/subject`; a name
     found in none of the selected benchmarks is an error."""

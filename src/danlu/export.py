@@ -13,6 +13,14 @@ import os
 import shutil
 from pathlib import Path
 
+from danlu.errors import UserError
+
+QUANTIZED = ("gptq", "awq")
+
+
+class ExportError(UserError):
+    """A model that must not be shipped; one line."""
+
 CARD_LIMITS = """\
 ## Intended use and limits
 
@@ -55,7 +63,7 @@ def _fmt(value) -> str:
 def model_card(name: str, facts: dict) -> str:
     """A model card (README.md) from what the pipeline recorded."""
     lines = [f"# {facts['title']}", "", facts["what"], "",
-             "## Base model", "", f"- `{facts['base_model']}` (files sha256 `{facts['base_digest']}`)", "",
+             "## Base model", "", *base_model_lines(facts["base_model"], facts["base_identity"]), "",
              "## Data", ""]
     for ds in facts["datasets"]:
         lines.append(f"- `{ds['path']}`: sha256 `{ds['sha256']}`")
@@ -86,11 +94,70 @@ def model_card(name: str, facts: dict) -> str:
     if facts.get("quantization"):
         lines += ["", "## Quantisation", ""]
         lines += [f"- {k}: `{_fmt(v)}`" for k, v in sorted(facts["quantization"].items())]
+    if facts.get("quality_gate"):
+        lines += ["", *gate_lines(facts["quality_gate"])]
     lines += ["", CARD_LIMITS, "## Provenance", "",
               "Every file here is listed with its sha256 in `results/audit/provenance.intoto.json` "
               "(in-toto Statement v1, SLSA Provenance v1), signed in `results/audit/`. Check it with "
               "`danlu verify`.", ""]
     return "\n".join(lines)
+
+
+def gate_lines(gate: dict) -> list[str]:
+    """The card's quality gate: what the quantize job measured against the
+    merged model on val answer tokens, beside the thresholds it had to meet."""
+    return [
+        "## Quality gate", "",
+        f"Checked against the merged model on {gate['val_tokens']} answer tokens of the first "
+        f"{gate['val_examples']} val examples (`export.gates`): "
+        f"{'passed' if gate['passed'] else 'NOT passed'}.", "",
+        "| figure | measured | threshold |", "|---|---|---|",
+        f"| top-1 agreement | {_fmt(gate['top1_agreement'])} | >= {gate['min_top1_agreement']} |",
+        f"| val perplexity ratio (export / merged) | {_fmt(gate['ppl_ratio'])} "
+        f"| <= {gate['max_ppl_ratio']} |",
+        f"| val perplexity, merged -> export | {_fmt(gate['val_perplexity_merged'])} -> "
+        f"{_fmt(gate['val_perplexity_export'])} | |",
+    ]
+
+
+def quality_gate(src: Path) -> dict | None:
+    """The gate figures the quantize job recorded for the export in `src`
+    (stats.gate of `<src>.manifest.json`, e.g. results/quantize/gptq.manifest.json),
+    or None where there are none."""
+    manifest = src.parent / f"{src.name}.manifest.json"
+    if not manifest.is_file():
+        return None
+    return json.loads(manifest.read_text(encoding="utf-8")).get("stats", {}).get("gate")
+
+
+def require_passed_gate(name: str, src: Path) -> None:
+    """Refuse to ship a quantised export whose quantize job recorded no passed
+    gate (one made before gates existed, by hand, or a manifest edited since):
+    the DAG never reaches audit after a failed gate, this covers the rest."""
+    if name not in QUANTIZED:
+        return
+    gate = quality_gate(src)
+    if not gate or gate.get("passed") is not True:
+        raise ExportError(f"{name} export {src} has no passed quality gate in "
+                          f"{src.parent / f'{src.name}.manifest.json'} (stats.gate); rerun "
+                          "its quantize job, which checks export.gates, before shipping it")
+
+
+def base_model_lines(name: str, identity: dict | None) -> list[str]:
+    """The card's base model: its name, where it came from (a local directory,
+    or a hub id at a revision and the commit that resolved to), the combined
+    sha256 over its files (models.model_identity) and each file's sha256."""
+    if not identity:
+        return [f"- `{name}`: not identified (the train manifest records no base-model identity)"]
+    if identity["source"] == "hub":
+        where = (f"hub id `{identity['id']}`, revision `{identity.get('revision') or 'main'}`, "
+                 f"commit `{identity.get('commit') or 'unknown'}`")
+    else:
+        where = f"local directory `{identity['path']}`"
+    files = identity["files"]
+    lines = [f"- `{name}`: {where}",
+             f"- combined sha256 of its {len(files)} files: `{identity['sha256']}`"]
+    return lines + [f"  - `{f}`: `{sha}`" for f, sha in sorted(files.items())]
 
 
 def eval_summary(results: Path, name: str) -> tuple[dict | None, float | None]:
@@ -107,8 +174,6 @@ def eval_summary(results: Path, name: str) -> tuple[dict | None, float | None]:
 
 def pipeline_facts(results: Path, config: dict) -> dict:
     """What every card repeats: base model, data digests and counts, training."""
-    from danlu.manifest import combined_digest
-
     def manifest(path: str) -> dict:
         p = results / path
         return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
@@ -116,17 +181,21 @@ def pipeline_facts(results: Path, config: dict) -> dict:
     clean = json.loads((results / "clean" / "stats.json").read_text(encoding="utf-8"))
     dedup = json.loads((results / "dedup" / "stats.json").read_text(encoding="utf-8"))
     split = json.loads((results / "dedup" / "split_stats.json").read_text(encoding="utf-8"))
-    raw = {e["path"]: e["sha256"] for part in (results / "clean" / "parts").glob("*/manifest.json")
+    # A dataset's manifest, or each of its shards' (parts/<name>/shard-<i>-of-<n>/).
+    raw = {e["path"]: e["sha256"] for part in (results / "clean" / "parts").glob("**/manifest.json")
            for e in json.loads(part.read_text(encoding="utf-8"))["inputs"]
            if not e["path"].startswith("src/")}
+    # A hub dataset has no file: the digest of its rows at the commit read stands for it.
+    raw.update({f"{src}@{f['revision']}" if f["revision"] else src: f["rows_sha256"]
+                for src, f in clean["files"].items() if "rows_sha256" in f})
     train = manifest("train/manifest.json")
-    base_files = [e for e in train.get("inputs", []) if e["path"].startswith(_base_prefix(config))]
     params = train.get("params", {}).get("train", config.get("train", {}))
     return {
         "base_model": config["base_model"] if config["base_model"] != "demo"
         else "demo (tiny random Llama built from data/demo)",
-        "base_digest": combined_digest(base_files) if base_files else
-        f"hub revision {config.get('base_model_revision') or 'main'}",
+        # What the train job identified (the files it trained on), not a
+        # re-reading of the config, which names a path or a moving revision.
+        "base_identity": train.get("params", {}).get("base_model_identity"),
         "datasets": [{"path": p, "sha256": s} for p, s in sorted(raw.items())],
         "counts": {"raw": clean["records_in"], "cleaned": clean["records_kept"],
                    "deduplicated": dedup["records_kept"], "train": split["train"],
@@ -139,19 +208,17 @@ def pipeline_facts(results: Path, config: dict) -> dict:
     }
 
 
-def _base_prefix(config: dict) -> str:
-    return "results/demo_model/model" if config["base_model"] == "demo" else config["base_model"]
-
-
 TITLES = {
     "adapter": ("LoRA adapter", "A PEFT LoRA adapter; load it on the base model with "
                 "`PeftModel.from_pretrained(base, this_dir)`."),
     "merged": ("Merged model", "The base model with the adapter merged in, full precision; "
                "loads with `AutoModelForCausalLM.from_pretrained(this_dir)`."),
-    "gptq": ("GPTQ 4-bit model", "W4A16 GPTQ export (llm-compressor, compressed-tensors); loads "
-             "with `from_pretrained` and in vLLM."),
-    "awq": ("AWQ 4-bit model", "W4A16 AWQ export (llm-compressor, compressed-tensors); loads "
-            "with `from_pretrained` and in vLLM."),
+    "gptq": ("GPTQ 4-bit model", "W4A16 GPTQ export (llm-compressor), saved in the "
+             "compressed-tensors `pack-quantized` format that vLLM's loader reads (not run in vLLM "
+             "by danlu); loads with `from_pretrained`."),
+    "awq": ("AWQ 4-bit model", "W4A16 AWQ export (llm-compressor), saved in the "
+            "compressed-tensors `pack-quantized` format that vLLM's loader reads (not run in vLLM "
+            "by danlu); loads with `from_pretrained`."),
 }
 
 
@@ -162,11 +229,12 @@ def write_export(name: str, src: Path, dst: Path, results: Path, facts: dict) ->
     card_facts = dict(facts, title=TITLES[name][0], what=TITLES[name][1], evaluation=evaluation,
                       perplexity=ppl)
     quant = src / "config.json"
-    if name in ("gptq", "awq") and quant.is_file():
+    if name in QUANTIZED and quant.is_file():
         qcfg = json.loads(quant.read_text(encoding="utf-8")).get("quantization_config", {})
         card_facts["quantization"] = {"method": name, "format": qcfg.get("format"),
                                       "quant_method": qcfg.get("quant_method"),
                                       "ignore": ", ".join(qcfg.get("ignore", []))}
+        card_facts["quality_gate"] = quality_gate(src)
     card = dst / "README.md"
     if card.exists():  # a card linked from the source (peft writes one) is replaced, not edited
         card.unlink()

@@ -18,8 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from danlu.answer_spans import TemplateError, conversation_spans  # noqa: F401  (re-exported)
+from danlu.errors import UserError
 
 IGNORE_INDEX = -100
+
+
+class NoRecordsError(UserError, ValueError):
+    """A split with nothing to tokenise; one line."""
+
 PERCENTILES = (50, 90, 95, 99)
 
 
@@ -186,6 +192,15 @@ def truncation_effect(examples, cutoff_len: int, policy: str) -> dict:
 # --- I/O shell -------------------------------------------------------------------
 
 
+def _blank(path) -> bool:
+    """Whether a file holds nothing but whitespace (read until the first byte that is not)."""
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
+
+
 def tokenize_splits(splits: dict[str, str], tokenizer, options: ExampleOptions, out_dir,
                     num_proc: int = 1) -> dict:
     """Tokenise each split's records.jsonl into an Arrow set `out_dir/<split>`
@@ -200,11 +215,12 @@ def tokenize_splits(splits: dict[str, str], tokenizer, options: ExampleOptions, 
     datasets.disable_progress_bars()
     stats = {}
     for name, path in splits.items():
+        if _blank(path):  # load_dataset fails on it with a bare StopIteration
+            raise NoRecordsError(f"{path}: no records to tokenise (all were rejected, removed as "
+                                 "duplicates or put in the other split; see the stats beside it)")
         with tempfile.TemporaryDirectory() as cache, atomic_dir(Path(out_dir) / name) as tmp:
             ds = datasets.load_dataset("json", data_files=str(path), split="train",
                                        cache_dir=cache)
-            if len(ds) == 0:
-                raise ValueError(f"{path}: no records to tokenise")
             ds = ds.map(build_batch, batched=True, batch_size=256, num_proc=num_proc or None,
                         remove_columns=ds.column_names, new_fingerprint=f"danlu-{name}",
                         fn_kwargs={"tokenizer": tokenizer, "options": options})

@@ -3,8 +3,15 @@
 Every stage job writes one `manifest.json` (or `<rule>.manifest.json` where two
 rules share a directory) beside its outputs. Each names the manifests that
 produced its inputs by their sha256, so manifests chain back to the raw data
-and `danlu verify` can walk the chain. Paths are relative to the project root
-(the directory Snakemake runs in).
+and `danlu verify` can walk the chain.
+
+Paths (`rel`): a file inside the project root (the directory Snakemake runs in)
+is named relative to it, with forward slashes, so two checkouts' manifests
+compare directly. A file outside it (a data set or base model kept in `~`, on
+another mount, or behind a symlink) is named by its absolute, resolved posix
+path: never `../..`, which would change meaning with the project's location
+and which MLflow refuses in tag keys. `danlu verify` opens `root / path`,
+which is that same absolute path.
 """
 
 from __future__ import annotations
@@ -43,9 +50,46 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def sha256_file_once(path: str | Path) -> str:
+    """sha256_file, remembered in this process while the file keeps its inode,
+    size, mtime and ctime: a model job names its base model twice (its identity
+    in the params, its files among the inputs), and a model may be many GB."""
+    st = os.stat(path)
+    return _sha256_memo(os.path.realpath(path), st.st_dev, st.st_ino, st.st_size,
+                        st.st_mtime_ns, st.st_ctime_ns)
+
+
+@lru_cache(maxsize=4096)
+def _sha256_memo(path: str, *_stat: int) -> str:
+    return sha256_file(path)
+
+
 def rel(path: str | Path, root: Path | None = None) -> str:
-    """`path` relative to the project root, with forward slashes."""
-    return Path(os.path.relpath(Path(path).absolute(), (root or Path.cwd()).absolute())).as_posix()
+    """How manifests name `path` (see module docstring): relative to the project
+    root when inside it, else absolute and resolved."""
+    root = (root or Path.cwd()).absolute()
+    here = Path(path).absolute()
+    inside = _inside(here, root)
+    if inside is None:
+        # Symlinks decide: a path that leads into the project through a link
+        # (or names the project by a linked name) is still a project file.
+        here = here.resolve()
+        inside = _inside(here, root.resolve())
+    return here.as_posix() if inside is None else inside
+
+
+def _inside(path: Path, root: Path) -> str | None:
+    """`path` relative to `root` (posix) if it lies under it, else None."""
+    try:
+        relative = Path(os.path.relpath(path, root)).as_posix()
+    except ValueError:  # another drive (Windows)
+        return None
+    return None if relative == ".." or relative.startswith("../") else relative
+
+
+def is_external(manifest_path: str) -> bool:
+    """Whether a manifest path names a file outside the project."""
+    return Path(manifest_path).is_absolute()
 
 
 def _files_under(path: Path) -> list[Path]:
@@ -59,7 +103,8 @@ def describe_files(paths: Iterable[str | Path], root: Path | None = None) -> lis
     entries = []
     for p in paths:
         for f in _files_under(Path(p)):
-            entries.append({"path": rel(f, root), "sha256": sha256_file(f), "size": f.stat().st_size})
+            entries.append({"path": rel(f, root), "sha256": sha256_file_once(f),
+                            "size": f.stat().st_size})
     return sorted(entries, key=lambda e: e["path"])
 
 
@@ -99,6 +144,8 @@ def find_producer(path: str | Path, root: Path | None = None) -> Path | None:
     among its outputs, searched from the file's directory up to the root."""
     root = (root or Path.cwd()).absolute()
     target = rel(path, root)
+    if is_external(target):  # no job of this project wrote it: raw data or a base model
+        return None
     here = Path(path).absolute()
     directory = here if here.is_dir() else here.parent
     while True:

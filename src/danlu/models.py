@@ -4,10 +4,14 @@ the demo build, all through `from_pretrained` like any Hugging Face model."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from danlu.errors import UserError
+from danlu.manifest import combined_digest, rel, sha256_file_once
 from danlu.templates import resolve_template
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 class ModelError(UserError, ValueError):
@@ -17,8 +21,8 @@ class ModelError(UserError, ValueError):
 def resolve_model_path(name_or_path: str, revision: str | None = None) -> Path:
     """A local directory as is; a hub id through the local Hugging Face cache
     (downloaded if allowed, `HF_HUB_OFFLINE=1` to forbid)."""
-    path = Path(name_or_path)
-    if path.exists():
+    path = local_model_dir(name_or_path)
+    if path is not None:
         if not (path / "config.json").is_file():
             raise ModelError(f"{path}: not a model directory (no config.json)")
         return path
@@ -33,6 +37,49 @@ def resolve_model_path(name_or_path: str, revision: str | None = None) -> Path:
                                                       "*.txt", "*.jinja", "*.tiktoken"]))
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
         raise ModelError(f"{name_or_path}: cannot fetch from the hub ({err.__class__.__name__})") from None
+
+
+def local_model_dir(name_or_path: str) -> Path | None:
+    """`name_or_path` as a local directory, `~` expanded (a quoted argument or a
+    config value reaches danlu unexpanded); None for a hub id."""
+    path = Path(name_or_path).expanduser()
+    return path if path.exists() else None
+
+
+def model_identity(name_or_path: str, revision: str | None, model_path: Path) -> dict:
+    """Which base model a job used, wherever it lies. Every file it holds by
+    sha256, named relative to the model directory, and one digest over them
+    (manifest.combined_digest: the same files give the same digest in any
+    directory); plus where it came from: a local directory by its path (named as
+    manifests name paths), a hub id by the revision asked for and the commit it
+    resolved to (the snapshot directory's name in the Hugging Face cache)."""
+    files = model_files(model_path)
+    digest = combined_digest({"path": name, "sha256": sha} for name, sha in files.items())
+    local = local_model_dir(name_or_path)
+    if local is not None:
+        return {"source": "local", "path": rel(local), "sha256": digest, "files": files}
+    return {"source": "hub", "id": name_or_path, "revision": revision,
+            "commit": snapshot_commit(model_path), "sha256": digest, "files": files}
+
+
+def model_files(model_dir: Path) -> dict[str, str]:
+    """{file name relative to the model directory: sha256}. Hidden files and
+    folders are bookkeeping, not the model (`.cache/` that `huggingface-cli
+    download --local-dir` keeps, `.git/`), and would change the digest."""
+    root = Path(model_dir)
+    files = {}
+    for f in sorted(root.rglob("*")):
+        name = f.relative_to(root)
+        if f.is_file() and not any(part.startswith(".") for part in name.parts):
+            files[name.as_posix()] = sha256_file_once(f)
+    return files
+
+
+def snapshot_commit(model_path: Path) -> str | None:
+    """The commit a hub snapshot holds: huggingface_hub names each snapshot
+    directory (`.../snapshots/<sha>`) after the commit its revision resolved to."""
+    path = Path(model_path)
+    return path.name if path.parent.name == "snapshots" and _COMMIT.fullmatch(path.name) else None
 
 
 def model_config(path: Path) -> dict:

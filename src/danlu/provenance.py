@@ -123,6 +123,21 @@ def _material(material: Mapping) -> ResourceDescriptor:
                               digest=digest, annotations=material.get("annotations"))
 
 
+def base_model_material(name: str, identity: Mapping | None) -> dict:
+    """The base model as a dependency (models.model_identity): its local path or
+    hub id as uri, a hub model's commit as SLSA's `gitCommit` digest (hub
+    repositories are git repositories), and in the annotations the sha256 over
+    all its files (a directory has no single-file sha256 to put in `digest`)
+    and each file's sha256."""
+    if not identity:
+        return {"name": "base_model", "uri": name}
+    material = {"name": "base_model", "uri": identity.get("path") or identity.get("id") or name,
+                "annotations": {k: v for k, v in identity.items() if k not in ("path", "id")}}
+    if identity.get("commit"):
+        material["digest"] = {"gitCommit": identity["commit"]}
+    return material
+
+
 def _code_material(code: Mapping) -> dict:
     """The code as a dependency: SLSA's `gitCommit` digest, a `git+REPO@COMMIT`
     uri when the repository URL is known, and whether the tree was dirty (then

@@ -5,20 +5,30 @@ The recipe is llm-compressor's own: GPTQ is one `GPTQModifier`; AWQ is the
 built-in mappings) followed by a plain `QuantizationModifier`. Both calibrate
 with `oneshot` on chat-rendered train records, and the result is saved
 compressed (`save_compressed=True`): config.json keeps a compressed-tensors
-`quantization_config`, so vLLM serves it as is and plain
-`AutoModelForCausalLM.from_pretrained(out_dir)` loads it on a CPU
-(decompressed to dense weights).
+`quantization_config` (format `pack-quantized`, the form vLLM's compressed-tensors
+loader serves; tests check that form, since vLLM itself does not run on a CPU
+here), and plain `AutoModelForCausalLM.from_pretrained(out_dir)` loads it on a
+CPU (decompressed to dense weights).
 
-Pure pieces (calibration sampling, the group-size check, top-1 agreement) are
-separate from `quantize_model`, the I/O shell.
+The export must also pass a quality gate (`export.gates`) before it is
+written: the merged model and the saved export are both scored on the first
+val examples' answer tokens, and the export's top-1 agreement with the merged
+model and its perplexity ratio must clear the thresholds, or the job fails in
+one line and leaves nothing behind (so the audit rule never signs it).
+
+Pure pieces (calibration sampling, the group-size check, top-1 agreement, the
+gate's figures and verdict) are separate from `quantize_model`, the I/O shell.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import math
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,11 +42,40 @@ TARGETS = ["Linear"]
 # so that columns no calibration token excites do not blow up the update;
 # 0.01 is the GPTQ paper's and llm-compressor's default.
 DAMPENING_FRAC = 0.01
-AGREEMENT_PROMPTS = 4  # calibration prompts the fp and quantised models are compared on
+IGNORE_INDEX = -100  # label of a token that is not scored (prompt, padding)
 
 
 class QuantizeError(UserError, ValueError):
     """A quantisation request that cannot work; one line."""
+
+
+class QualityGateError(QuantizeError):
+    """The export is too far from the merged model to ship; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Gates:
+    """`export.gates` (defaults and the reasons for them: the schema)."""
+
+    min_top1_agreement: float  # share of val answer tokens where export and merged agree
+    max_ppl_ratio: float  # export's val perplexity / the merged model's
+    val_examples: int  # first val examples scored
+    max_tokens: int  # each cut to this many tokens (prompt included)
+
+
+@dataclass(frozen=True)
+class ValScores:
+    """One model on the gate's val examples: its argmax at every scored
+    position (one 1-D tensor per example) and the summed negative
+    log-likelihood of the answer tokens (perplexity.py's definition)."""
+
+    predictions: list[torch.Tensor]
+    nll: float
+    tokens: int
+
+    @property
+    def perplexity(self) -> float:
+        return _exp(self.nll / self.tokens)
 
 
 # --- pure pieces -----------------------------------------------------------------
@@ -79,6 +118,75 @@ def top1_agreement(reference: Sequence[torch.Tensor], other: Sequence[torch.Tens
     if total == 0:
         raise ValueError("no predictions to compare")
     return same / total
+
+
+def gate_examples(examples: Iterable[dict], n: int, max_tokens: int) -> list[dict]:
+    """The first n tokenised val examples ({input_ids, labels}, labels -100
+    where not scored) that keep an answer token once cut to max_tokens.
+    Cutting from the right keeps the prompt each answer token is predicted from;
+    the cap bounds the gate's cost on a large model (two forward passes, on the
+    CPU before llm-compressor onloads anything)."""
+    picked = []
+    for example in examples:
+        if len(picked) == n:
+            break
+        ids, labels = list(example["input_ids"][:max_tokens]), list(example["labels"][:max_tokens])
+        # Position 0 is never predicted: only labels from position 1 on are scored.
+        if any(label != IGNORE_INDEX for label in labels[1:]):
+            picked.append({"input_ids": ids, "labels": labels})
+    if not picked:
+        raise QuantizeError(f"no val example has an answer token within its first {max_tokens} "
+                            "tokens: nothing to gate the export on (raise export.gates.max_tokens)")
+    return picked
+
+
+def gate_figures(reference: ValScores, export: ValScores, gates: Gates | None) -> dict:
+    """The gate's figures and verdict for an export scored against the merged
+    model (thresholds and verdict None when measured without gates)."""
+    agreement = top1_agreement(reference.predictions, export.predictions)
+    ratio = _exp((export.nll - reference.nll) / reference.tokens)  # ppl_export / ppl_merged
+    passed = None if gates is None else (
+        agreement >= gates.min_top1_agreement
+        # NaN logits give a NaN ratio, which compares False with anything: fail it.
+        and math.isfinite(ratio) and ratio <= gates.max_ppl_ratio)
+    return {
+        "top1_agreement": round(agreement, 4),
+        "ppl_ratio": round(ratio, 4) if math.isfinite(ratio) else ratio,
+        "val_perplexity_merged": round(reference.perplexity, 4),
+        "val_perplexity_export": round(export.perplexity, 4)
+        if math.isfinite(export.perplexity) else export.perplexity,
+        "min_top1_agreement": None if gates is None else gates.min_top1_agreement,
+        "max_ppl_ratio": None if gates is None else gates.max_ppl_ratio,
+        "val_examples": len(reference.predictions),
+        "val_tokens": reference.tokens,
+        "passed": passed,
+    }
+
+
+def check_gate(name: str, figures: dict) -> None:
+    """Raise QualityGateError, one line naming the export and every figure
+    that misses its threshold, unless the figures passed."""
+    if figures["passed"] is not False:
+        return
+    misses = []
+    if not figures["top1_agreement"] >= figures["min_top1_agreement"]:
+        misses.append(f"top-1 agreement with the merged model {figures['top1_agreement']:.4f} "
+                      f"< min_top1_agreement {figures['min_top1_agreement']}")
+    if not figures["ppl_ratio"] <= figures["max_ppl_ratio"]:
+        misses.append(f"val perplexity ratio {figures['ppl_ratio']:.4f} "
+                      f"({figures['val_perplexity_export']:.4g} / "
+                      f"{figures['val_perplexity_merged']:.4g} merged) "
+                      f"> max_ppl_ratio {figures['max_ppl_ratio']}")
+    raise QualityGateError(f"{name} export fails export.gates on {figures['val_tokens']} val "
+                           f"tokens: {'; '.join(misses)}; nothing written")
+
+
+def _exp(x: float) -> float:
+    """exp that says inf rather than raising, for a broken model's huge NLL."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
 
 
 def build_recipe(method: str, scheme: str, group_size: int, ignore: Sequence[str],
@@ -161,21 +269,53 @@ def check_group_size(model_dir: Path, group_size: int, ignore: Sequence[str],
                             f"of {name}{more}; pick a divisor or add the layer to ignore")
 
 
-def _predictions(model, encoded: Sequence[list[int]]) -> list[torch.Tensor]:
+def read_gate_examples(arrow_dir: Path, n: int, max_tokens: int) -> list[dict]:
+    """gate_examples() of a tokenised val split (lengths' Arrow set, the
+    tokens evaluate's val perplexity is computed on)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    split = datasets.load_from_disk(str(arrow_dir)).select_columns(["input_ids", "labels"])
+    return gate_examples(iter(split), n, max_tokens)
+
+
+def score_val(model, examples: Sequence[dict]) -> ValScores:
+    """Argmax and NLL at each scored position, one example at a time (no padding)."""
     from compressed_tensors.offload import get_execution_device
 
     # After oneshot, layers may sit offloaded with an onload device: ask the
     # embedding where inputs go rather than trusting the first parameter.
     device = get_execution_device(model.get_input_embeddings(), torch.device("cpu"))
+    predictions, nll, tokens = [], 0.0, 0
     with torch.inference_mode():
-        return [model(input_ids=torch.tensor([ids], device=device)).logits[0].argmax(-1).cpu()
-                for ids in encoded]
+        for example in examples:
+            ids = torch.tensor([example["input_ids"]], device=device)
+            logits = model(input_ids=ids).logits[0, :-1].float().cpu()
+            targets = torch.tensor(example["labels"][1:])  # the token each position predicts
+            scored = targets != IGNORE_INDEX
+            logp = torch.log_softmax(logits[scored], dim=-1)
+            nll -= float(logp.gather(1, targets[scored].unsqueeze(1)).sum())
+            tokens += int(scored.sum())
+            predictions.append(logits[scored].argmax(-1))
+    return ValScores(predictions, nll, tokens)
+
+
+def score_saved(export_dir: Path, examples: Sequence[dict],
+                trust_remote_code: bool = False) -> ValScores:
+    """Score the export as saved (loaded back, decompressed to dense weights),
+    so the gate judges the bytes that ship, not the in-memory model."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(export_dir, dtype="auto",
+                                                 trust_remote_code=trust_remote_code)
+    model.eval()
+    return score_val(model, examples)
 
 
 def quantize_model(model_dir, out_dir, *, method: str, calibration_texts: list[str], tokenizer,
                    scheme: str = "W4A16", group_size: int = 128, max_seq_length: int = 512,
                    ignore: Sequence[str] = ("lm_head",), dampening_frac: float = DAMPENING_FRAC,
-                   agreement_prompts: int = AGREEMENT_PROMPTS,
+                   val_examples: Sequence[dict] = (), gates: Gates | None = None,
                    trust_remote_code: bool = False) -> dict:
     """Quantise a full-precision model's Linear weights and save it compressed.
 
@@ -193,11 +333,15 @@ def quantize_model(model_dir, out_dir, *, method: str, calibration_texts: list[s
         ignore: layers left in full precision (lm_head: quantising it costs the
             most quality for the least memory saved).
         dampening_frac: GPTQ's Hessian dampening (unused by AWQ).
-        agreement_prompts: how many calibration prompts the fp and quantised
-            models are compared on (top-1 agreement); 0 skips the comparison.
+        val_examples: tokenised val examples (see gate_examples()) on which the
+            merged model and the saved export are compared; empty skips the
+            comparison (and the gate).
+        gates: thresholds the comparison must meet, else QualityGateError and
+            no out_dir; None measures without judging.
 
     Returns stats: method, scheme, group_size, calibration_samples,
-    calibration_tokens, seconds, bytes_on_disk, top1_agreement.
+    calibration_tokens, seconds, bytes_on_disk, top1_agreement, gate (the
+    figures of gate_figures(), or None without val examples).
     """
     from datasets import Dataset
     from llmcompressor import oneshot
@@ -224,22 +368,25 @@ def quantize_model(model_dir, out_dir, *, method: str, calibration_texts: list[s
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto",
                                                  trust_remote_code=trust_remote_code)
     model.eval()
-    probe = encoded[:agreement_prompts]
-    reference = _predictions(model, probe) if probe else []
+    reference = score_val(model, val_examples) if val_examples else None
 
     started = time.perf_counter()
     with no_pinning_without_accelerator():
         oneshot(model=model, dataset=dataset, recipe=recipe, max_seq_length=max_seq_length,
                 num_calibration_samples=len(encoded), shuffle_calibration_samples=False)
     seconds = time.perf_counter() - started
-    # The in-memory model now computes with the quantised weights (the same
-    # arithmetic the decompressed export does).
-    agreement = top1_agreement(reference, _predictions(model, probe)) if probe else None
 
     with atomic_dir(Path(out_dir)) as tmp:
         model.save_pretrained(tmp, save_compressed=True)
         tokenizer.save_pretrained(tmp)
         size = bytes_on_disk(tmp)
+        del model  # the export is loaded back next: never two copies in memory
+        gc.collect()
+        gate = None
+        if reference is not None:
+            exported = score_saved(tmp, val_examples, trust_remote_code)
+            gate = gate_figures(reference, exported, gates)
+            check_gate(method, gate)  # raising here removes tmp: nothing ships
     return {
         "method": method,
         "scheme": scheme,
@@ -250,6 +397,6 @@ def quantize_model(model_dir, out_dir, *, method: str, calibration_texts: list[s
         "max_seq_length": max_seq_length,
         "seconds": round(seconds, 3),
         "bytes_on_disk": size,
-        "top1_agreement": agreement,
-        "agreement_prompts": len(probe),
+        "top1_agreement": gate["top1_agreement"] if gate else None,
+        "gate": gate,
     }

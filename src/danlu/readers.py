@@ -83,6 +83,16 @@ def _mostly_cjk(text: str) -> bool:
     return cjk / len(non_ascii) >= 0.8
 
 
+def read_dataset(spec, facts: dict) -> Iterator[RawRow]:
+    """The records of one `datasets:` entry (a `config.DatasetSpec`): its file, or
+    its hub dataset, whose revision and rows digest `hub.hub_rows` puts in `facts`."""
+    if spec.path is not None:
+        return read_rows(spec.path, spec.encoding)
+    from danlu.hub import hub_rows
+
+    return hub_rows(spec, facts)
+
+
 def read_rows(path: str | Path, encoding: str = "auto") -> Iterator[RawRow]:
     """Yield the records of one data file (see module docstring). jsonl, csv and
     tsv stream, so a file of many GB never sits in memory."""
@@ -156,8 +166,10 @@ def _decode_line(raw: bytes, enc: str) -> str:
         raise RecordError("unparseable", "<line>", f"bytes not valid {enc}") from None
 
 
-def _jsonl_rows(lines: Iterator[bytes], enc: str) -> Iterator[RawRow]:
-    for n, raw in enumerate(lines, start=1):
+def _jsonl_rows(lines: Iterator[bytes], enc: str, first: int = 1) -> Iterator[RawRow]:
+    """Rows of `lines`, the first of which is line number `first` of the file
+    (a shard of it starts further on: see shards.py)."""
+    for n, raw in enumerate(lines, start=first):
         loc = {"line": n}
         try:
             text = _decode_line(raw, enc)
@@ -219,6 +231,16 @@ def _csv_rows(path: Path, stream, delimiter: str) -> Iterator[RawRow]:
 
 
 def _parquet_rows(path: Path) -> Iterator[RawRow]:
+    pf = parquet_file(path)
+    n = 0
+    for batch in pf.iter_batches(batch_size=1024):
+        for item in batch.to_pylist():
+            n += 1
+            yield RawRow({"row": n}, data=item)
+
+
+def parquet_file(path: Path):
+    """The opened pyarrow ParquetFile, with at least one row; else InputError."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -234,8 +256,4 @@ def _parquet_rows(path: Path) -> Iterator[RawRow]:
         raise InputError(path, f"not a readable parquet file ({str(err).splitlines()[0]})") from None
     if pf.metadata.num_rows == 0:
         raise InputError(path, "empty file (no rows)")
-    n = 0
-    for batch in pf.iter_batches(batch_size=1024):
-        for item in batch.to_pylist():
-            n += 1
-            yield RawRow({"row": n}, data=item)
+    return pf

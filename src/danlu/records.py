@@ -197,6 +197,11 @@ def read_jsonl(path):
                 yield json.loads(line)
 
 
+# What json.dumps(ensure_ascii=False, separators=(",", ":")) builds on every
+# call, built once.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps(record: Mapping[str, Any]) -> str:
     """One canonical JSONL line: key order fixed, Chinese kept readable."""
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    return _ENCODER.encode(record) + "\n"

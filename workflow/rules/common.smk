@@ -2,17 +2,22 @@
 # MLflow parent run. Rules only wire files together; logic lives in src/danlu.
 import json
 import os
+import re
 import shlex
+import sys
 import time
 
 from danlu import audit, tracking
-from danlu.config import to_json, validate_config
+from danlu.config import DatasetSpec, from_mapping, to_json, validate_config
+from danlu.shards import plan_shards
 
 validate_config(config, schema=workflow.source_path("../schemas/config.schema.yaml"))
 
 DATASETS = {d["name"]: d for d in config["datasets"]}
 if len(DATASETS) != len(config["datasets"]):
     raise WorkflowError("config: datasets: names must be unique")
+for entry in config["datasets"]:
+    from_mapping(DatasetSpec, entry)  # a file or a hub dataset, one line if neither
 LEAK = "results/demo/benchmark_leak.jsonl"
 if config["demo"]["plant_benchmark_leak"]:
     DATASETS["benchmark_leak"] = {
@@ -28,20 +33,39 @@ if config["demo"]["plant_benchmark_leak"]:
 # the environment snakemake runs in (the .venv that `make` builds).
 CONDA_ENV = "../envs/danlu.yaml"
 
+
+def use_snakemake_environment():
+    """Put the bin directory of the Python running Snakemake first on PATH.
+
+    Rules call `danlu` (and `accelerate`) by name; this makes the name mean the
+    danlu installed beside Snakemake (`.venv/bin/snakemake` without an activated
+    venv included), not whatever else PATH holds. Jobs inherit this PATH. With
+    `--software-deployment-method conda` the job's shell activates the rule's
+    env after that, which puts the env's bin first: there the conda env's danlu
+    runs, as it must (the host's may not exist on the node or match the env)."""
+    bindir = os.path.dirname(sys.executable)
+    paths = os.environ.get("PATH", "").split(os.pathsep)
+    if paths[0] != bindir:
+        os.environ.update(PATH=os.pathsep.join([bindir, *paths]))
+
+
+use_snakemake_environment()
+
 # The modules each stage's results depend on: editing one reruns that stage
 # and everything after it (and their digests go into the stage's manifest).
 STAGE_CODE = {
     "demo_model": ["demo.py", "templates.py"],
-    "clean": ["clean.py", "readers.py", "records.py", "pii.py", "text.py"],
+    "clean": ["clean.py", "readers.py", "records.py", "pii.py", "text.py", "hub.py"]
+    + ["shards.py"],
     "clean_combine": ["clean.py"],
     "dedup_signatures": ["dedup.py", "minhash.py"],
-    "dedup": ["dedup.py", "minhash.py", "benchmarks.py"],
+    "dedup": ["dedup.py", "minhash.py", "benchmarks.py", "benchmark_subjects.json"],
     "split": ["dedup.py", "minhash.py"],
     "tokenize": ["lengths.py", "models.py", "templates.py"],
     "cutoff": ["lengths.py"],
     "train": ["train.py", "lengths.py", "models.py"],
     "evaluate": ["evaluate.py", "eval_scoring.py", "eval_report.py", "benchmarks.py"]
-    + ["perplexity.py", "models.py"],
+    + ["benchmark_subjects.json", "perplexity.py", "models.py"],
     "eval_compare": ["eval_report.py"],
     "merge": ["merge.py", "models.py"],
     "quantize": ["quantize.py", "models.py"],
@@ -109,12 +133,24 @@ def stage_params(name, keys=None):
 
 def model_args():
     """The base-model flags every model-reading command takes."""
-    args = f"--model {base_model_dir()} --template {config['template']}"
+    args = f"--model {shlex.quote(base_model_dir())} --template {config['template']}"
     if config["base_model_revision"]:
-        args += f" --revision {config['base_model_revision']}"
+        args += f" --revision {shlex.quote(config['base_model_revision'])}"
     if config["trust_remote_code"]:
         args += " --trust-remote-code"
     return args
+
+
+def benchmark_args():
+    """Where dedup, evaluate and demo-leak read C-Eval/CMMLU: the local copy at
+    benchmarks.path where it exists (the job checks, and logs what it read),
+    else the hub datasets of benchmarks.hub."""
+    settings = config["benchmarks"]
+    hub = [f"{name}={repo}" for name, repo in settings["hub"].items()]
+    args = [f"--benchmark-hub {shlex.quote(item)}" for item in hub]
+    if settings["path"]:
+        args.insert(0, f"--benchmarks {shlex.quote(settings['path'])}")
+    return " ".join(args)
 
 
 def base_model_input():
@@ -141,7 +177,8 @@ def base_model_dir():
     """Where the base model lives: the demo build, or the configured path/id."""
     if config["base_model"] == "demo":
         return "results/demo_model/model"
-    return config["base_model"]
+    # `~/models/x` is a directory; Snakemake and the shell would not expand it.
+    return os.path.expanduser(config["base_model"])
 
 
 def signature_prefix(wildcards):
@@ -193,6 +230,14 @@ def export_sources():
 def export_inputs(wildcards):
     inputs = {"adapter": "results/train/adapter_model.safetensors"}
     inputs.update({n: d for n, d in export_sources().items() if n != "adapter"})
+    # audit reads each quantised export's gate figures from its quantize manifest
+    inputs.update(
+        {
+            f"{n}_gate": f"{d}.manifest.json"
+            for n, d in export_sources().items()
+            if n in ("gptq", "awq")
+        }
+    )
     return inputs
 
 
@@ -208,12 +253,56 @@ def audited_config():
     )
 
 
+# The keys of a hub dataset entry (LLaMA-Factory's names, and the revision).
+HUB_KEYS = ("hf_hub_url", "subset", "split", "revision")
+
+
+def clean_parts():
+    """The clean jobs, {part: (dataset, shard, shards)}, in the order
+    clean_combine concatenates them: datasets in config order, each cleaned
+    whole (the part is its name) or in `clean.shards` record ranges (parts
+    <name>/shard-<i>-of-<n>, so a new layout never mixes with an old one)."""
+    parts = {}
+    for name, entry in DATASETS.items():
+        path = entry["path"] and os.path.expanduser(entry["path"])
+        count, note = plan_shards(path, config["clean"]["shards"])
+        if note:
+            print(f"clean: {name}: {note}", file=sys.stderr)
+        for i in range(count):
+            part = name if count == 1 else f"{name}/shard-{i}-of-{count}"
+            parts[part] = (name, i, count)
+    return parts
+
+
+CLEAN_PARTS = clean_parts()
+CLEAN_PART = "|".join(map(re.escape, CLEAN_PARTS)) or "^$"
+# The clean keys that change records (`shards` only lays out jobs): a new
+# layout reruns clean for its new parts, not because a parameter changed.
+CLEAN_KEYS = [k for k in config["clean"] if k != "shards"]
+
+
+def part_dataset(wildcards):
+    return DATASETS[CLEAN_PARTS[wildcards.part][0]]
+
+
+def shard_args(wildcards):
+    _, shard, shards = CLEAN_PARTS[wildcards.part]
+    return f"--shard {shard} --shards {shards}"
+
+
 def dataset_path(wildcards):
-    return DATASETS[wildcards.dataset]["path"]
+    """The clean job's file input; none for a hub dataset (read by the job)."""
+    path = part_dataset(wildcards)["path"]
+    return [os.path.expanduser(path)] if path else []
 
 
 def dataset_json(wildcards):
-    return to_json(DATASETS[wildcards.dataset])
+    """The entry the clean job gets. A file's entry leaves out the hub keys, which
+    mean nothing for it, so their arrival reran no existing clean job."""
+    entry = part_dataset(wildcards)
+    if entry["path"]:
+        entry = {k: v for k, v in entry.items() if k not in HUB_KEYS}
+    return to_json(entry)
 
 
 def final_outputs():

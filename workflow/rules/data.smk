@@ -1,4 +1,5 @@
-# Data stages: the demo model, clean (one job per input file) and combine.
+# Data stages: the demo model, clean (one job per input file, or per record
+# range of a big file: clean.shards) and combine.
 
 
 rule demo_model:
@@ -29,14 +30,16 @@ rule clean:
         data=dataset_path,
         code=code("clean"),
     output:
-        records="results/clean/parts/{dataset}/records.jsonl",
-        rejects="results/clean/parts/{dataset}/rejects.jsonl",
-        stats="results/clean/parts/{dataset}/stats.json",
-        manifest="results/clean/parts/{dataset}/manifest.json",
+        records="results/clean/parts/{part}/records.jsonl",
+        rejects="results/clean/parts/{part}/rejects.jsonl",
+        stats="results/clean/parts/{part}/stats.json",
+        manifest="results/clean/parts/{part}/manifest.json",
     log:
-        "logs/clean/{dataset}.log",
+        "logs/clean/{part}.log",
     benchmark:
-        "benchmarks/clean/{dataset}.tsv"
+        "benchmarks/clean/{part}.tsv"
+    wildcard_constraints:
+        part=CLEAN_PART,
     conda:
         CONDA_ENV
     resources:
@@ -44,17 +47,18 @@ rule clean:
     params:
         out=subpath(output.records, parent=True),
         dataset=dataset_json,
-        clean=stage_params("clean"),
+        shard=shard_args,
+        clean=stage_params("clean", keys=CLEAN_KEYS),
     shell:
         "danlu clean {input.data:q} --out {params.out:q} --dataset {params.dataset:q} "
-        "--params {params.clean:q} --code {input.code:q} > {log} 2>&1"
+        "{params.shard} --params {params.clean:q} --code {input.code:q} > {log} 2>&1"
 
 
 rule clean_combine:
     input:
-        parts=expand("results/clean/parts/{dataset}/stats.json", dataset=DATASETS),
-        records=expand("results/clean/parts/{dataset}/records.jsonl", dataset=DATASETS),
-        rejects=expand("results/clean/parts/{dataset}/rejects.jsonl", dataset=DATASETS),
+        parts=expand("results/clean/parts/{part}/stats.json", part=CLEAN_PARTS),
+        records=expand("results/clean/parts/{part}/records.jsonl", part=CLEAN_PARTS),
+        rejects=expand("results/clean/parts/{part}/rejects.jsonl", part=CLEAN_PARTS),
         code=code("clean_combine"),
     output:
         records="results/clean/records.jsonl",
@@ -70,7 +74,7 @@ rule clean_combine:
     resources:
         **job_resources("clean_combine"),
     params:
-        parts=expand("results/clean/parts/{dataset}", dataset=DATASETS),
+        parts=expand("results/clean/parts/{part}", part=CLEAN_PARTS),
         out=subpath(output.records, parent=True),
     shell:
         "danlu combine {params.parts:q} --out {params.out:q} --code {input.code:q} > {log} 2>&1"
@@ -135,11 +139,11 @@ rule dedup:
     params:
         dedup=stage_params("dedup"),
         prefixes=expand("results/dedup/signatures/shard-{shard}", shard=SHARDS),
-        benchmarks=config["benchmarks"]["path"],
+        benchmarks=benchmark_args(),
         out=subpath(output.records, parent=True),
     shell:
         "danlu dedup {input.records:q} --out {params.out:q} "
-        "--signatures {params.prefixes:q} --benchmarks {params.benchmarks:q} "
+        "--signatures {params.prefixes:q} {params.benchmarks} "
         "--params {params.dedup:q} --code {input.code:q} > {log} 2>&1"
 
 
@@ -191,6 +195,6 @@ rule demo_leak:
     resources:
         **job_resources("demo_leak"),
     params:
-        benchmarks=config["benchmarks"]["path"],
+        benchmarks=benchmark_args(),
     shell:
-        "danlu demo-leak --benchmarks {params.benchmarks:q} --out {output:q} > {log} 2>&1"
+        "danlu demo-leak {params.benchmarks} --out {output:q} > {log} 2>&1"

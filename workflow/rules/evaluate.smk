@@ -27,11 +27,11 @@ rule evaluate:
     params:
         evaluate=stage_params("evaluate", keys=EVAL_KEYS),
         model=eval_model_args,
-        benchmarks=config["benchmarks"]["path"],
+        benchmarks=benchmark_args(),
         out=subpath(output.summary, parent=True),
     shell:
         "danlu evaluate --name {wildcards.model} {params.model} "
-        "--benchmarks {params.benchmarks:q} --val {input.val:q} --cutoff {input.cutoff:q} "
+        "{params.benchmarks} --val {input.val:q} --cutoff {input.cutoff:q} "
         "--out {params.out:q} --params {params.evaluate:q} --code {input.code:q} > {log} 2>&1"
 
 

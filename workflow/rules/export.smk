@@ -1,4 +1,5 @@
-# Export: merge the adapter (verified), then GPTQ and AWQ 4-bit models.
+# Export: merge the adapter (verified), then GPTQ and AWQ 4-bit models, each
+# written only if it passes export.gates against the merged model on val tokens.
 
 
 rule merge:
@@ -32,6 +33,7 @@ rule quantize:
     input:
         model="results/merge/model",
         train="results/dedup/train.jsonl",
+        val="results/lengths/val",
         code=code("quantize"),
     output:
         model=directory("results/quantize/{method}"),
@@ -54,12 +56,13 @@ rule quantize:
                 "calibration_samples",
                 "calibration_max_length",
                 "dampening_frac",
+                "gates",
             ],
         ),
         template=config["template"],
         seed=config["seed"],
     shell:
         "danlu quantize --method {wildcards.method} --model {input.model:q} "
-        "--template {params.template} --train {input.train:q} --out {output.model:q} "
-        "--manifest {output.manifest:q} --seed {params.seed} --params {params.export:q} "
-        "--code {input.code:q} > {log} 2>&1"
+        "--template {params.template} --train {input.train:q} --val {input.val:q} "
+        "--out {output.model:q} --manifest {output.manifest:q} --seed {params.seed} "
+        "--params {params.export:q} --code {input.code:q} > {log} 2>&1"

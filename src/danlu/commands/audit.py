@@ -11,7 +11,7 @@ from pathlib import Path
 def cmd_audit(args) -> None:
     """Exports with model cards, signatures and the signed provenance statement."""
     from danlu import audit, provenance, signing
-    from danlu.export import pipeline_facts, write_export
+    from danlu.export import pipeline_facts, require_passed_gate, write_export
     from danlu.manifest import code_version, now, rel, sha256_file
     from danlu.outputs import write_json
     from danlu.stage import run_stage
@@ -19,6 +19,8 @@ def cmd_audit(args) -> None:
     config = json.loads(args.config_json)
     results, out, exports_dir = Path(args.results), Path(args.out), Path(args.exports)
     sources = dict(item.split("=", 1) for item in args.export)
+    for name, src in sources.items():  # before anything is signed
+        require_passed_gate(name, Path(src))
     started = now()
 
     def work(run):
@@ -34,8 +36,8 @@ def cmd_audit(args) -> None:
                 files[rel(f)] = sha256_file(f)
             signing.sign_model(dst, out / "signatures" / f"{name}.sig", private)
         materials = [{"uri": d["path"], "sha256": d["sha256"]} for d in facts["datasets"]]
-        materials.append({"name": "base_model", "uri": config["base_model"],
-                          "annotations": {"digest": facts["base_digest"]}})
+        materials.append(provenance.base_model_material(config["base_model"],
+                                                        facts["base_identity"]))
         internal = {**provenance.internal_parameters(),
                     "auditLog": audit.head(out / "log.jsonl")}
         statement = provenance.build_statement(
@@ -80,14 +82,14 @@ def cmd_verify(args) -> None:
     report = verify(Path(args.results), mlflow=not args.no_mlflow)
     if args.json:
         print(json.dumps({"ok": report.ok, "problems": report.problems, "checked": report.checked,
-                          "notes": report.notes}, ensure_ascii=False, sort_keys=True))
+                          "notes": report.notes, "witnesses": report.witnesses},
+                         ensure_ascii=False, sort_keys=True))
     else:
         for problem in report.problems:
             print(f"PROBLEM {problem}")
         for note in report.notes if args.verbose else []:
             print(f"note    {note}")
-        checked = ", ".join(f"{n} {what}" for what, n in sorted(report.checked.items()))
         verdict = "OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)"
-        print(f"danlu verify {args.results}: {verdict} ({checked})")
+        print(f"danlu verify {args.results}: {verdict} ({report.summary()})")
     if not report.ok:
         raise SystemExit(1)

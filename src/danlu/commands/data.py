@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from danlu.commands.common import UsageError, stage_params
@@ -16,25 +17,64 @@ def cmd_clean(args) -> None:
 
     params = stage_params(args, "clean")
     cfg = from_mapping(CleanConfig, params)
+    # How the workflow lays out jobs changes no record: not a parameter of this job.
+    params = {k: v for k, v in params.items() if k != "shards"}
     if args.dataset:
-        specs = [from_mapping(DatasetSpec, json.loads(args.dataset))]
-        if len(args.inputs) != 1 or Path(args.inputs[0]) != Path(specs[0].path):
-            raise UsageError("--dataset describes exactly one input, given as INPUT")
+        specs = [_dataset_spec(json.loads(args.dataset))]
+        # A file entry is also given as INPUT (the rule's input); a hub entry has none.
+        given = [Path(p) for p in args.inputs]
+        if given != ([Path(specs[0].path)] if specs[0].path else []):
+            raise UsageError("--dataset describes a file given as the one INPUT, "
+                             "or a hub dataset (hf_hub_url) with no INPUT")
+    elif args.inputs:
+        specs = [_dataset_spec({"name": Path(p).name.split(".")[0], "path": p,
+                                "format": args.format, "encoding": args.encoding})
+                 for p in args.inputs]
     else:
-        specs = [DatasetSpec(name=Path(p).name.split(".")[0], path=p, format=args.format,
-                             columns={}, tags={}, encoding=args.encoding) for p in args.inputs]
+        raise UsageError("give INPUT files, or --dataset with a dataset entry as JSON")
+    shard = _shard(args, specs)
     out = Path(args.out)
     outputs = [out / n for n in ("records.jsonl", "rejects.jsonl", "stats.json")]
     record = {"clean": params, "datasets": [s.__dict__ for s in specs]}
+    if shard is not None:
+        record.update(shard=shard.index, shards=shard.count)
+    files = [s.path for s in specs if s.path]
     stats = run_stage(
-        "clean", record, lambda run: clean_files(specs, cfg, out),
-        inputs=[*(s.path for s in specs), *args.code], outputs=outputs,
+        "clean", record, lambda run: clean_files(specs, cfg, out, shard),
+        inputs=[*files, *args.code], outputs=outputs,
         manifest_path=out / "manifest.json",
-        datasets=[(s.path, "raw") for s in specs] + [(str(outputs[0].as_posix()), "cleaned")],
+        datasets=[(p, "raw") for p in files] + [(str(outputs[0].as_posix()), "cleaned")],
     )
     print(f"clean: {stats['records_in']} in, {stats['records_kept']} kept, "
           f"{stats['records_rejected']} rejected {stats['rejected_by_reason']}, "
           f"PII masked {stats['pii_masked_by_type']}")
+    for source, facts in stats["files"].items():
+        if "rows_sha256" in facts:
+            print(f"clean: {source} at revision {facts['revision'] or '(default)'}"
+                  f"{'' if facts['revision_is_commit'] else ' (not resolved to a commit)'}: "
+                  f"{facts['rows']} rows, sha256 {facts['rows_sha256']}")
+
+
+def _shard(args, specs: list[DatasetSpec]):
+    """The record range `--shard`/`--shards` asks for (None: the whole input)."""
+    from danlu.shards import Shard
+
+    if args.shards == 1 and args.shard == 0:
+        return None
+    if not 0 <= args.shard < args.shards:
+        raise UsageError(f"--shard {args.shard} --shards {args.shards}: need 0 <= shard < shards")
+    if len(specs) != 1 or specs[0].path is None:
+        raise UsageError("--shards splits one data file: give one INPUT (a hub dataset is "
+                         "cleaned whole)")
+    return Shard(args.shard, args.shards)
+
+
+def _dataset_spec(entry: dict) -> DatasetSpec:
+    """A `datasets:` entry checked against the schema, its defaults filled in (by
+    hand, `--dataset '{"name": "x", "hf_hub_url": "owner/name"}'` is enough)."""
+    from danlu.config import validate_config
+
+    return from_mapping(DatasetSpec, validate_config({"datasets": [entry]})["datasets"][0])
 
 
 def cmd_combine(args) -> None:
@@ -45,9 +85,18 @@ def cmd_combine(args) -> None:
     out = Path(args.out)
     outputs = [out / n for n in ("records.jsonl", "rejects.jsonl", "stats.json")]
     inputs = [p / n for p in parts for n in ("records.jsonl", "rejects.jsonl", "stats.json")]
+    def work(run):
+        # A byte copy at disk speed, but of the whole corpus: say how fast.
+        started = time.monotonic()
+        stats = combine_parts(parts, out)
+        took = time.monotonic() - started
+        size = sum(p.stat().st_size for p in outputs[:2])
+        print(f"combine: {stats['records_in']:,} records, {size / 1e6:,.1f} MB in {took:.1f} s "
+              f"({stats['records_in'] / max(took, 1e-9):,.0f} records/s)", flush=True)
+        return stats
+
     stats = run_stage(
-        "clean_combine", {"parts": [p.as_posix() for p in parts]},
-        lambda run: combine_parts(parts, out),
+        "clean_combine", {"parts": [p.as_posix() for p in parts]}, work,
         inputs=inputs + args.code, outputs=outputs, manifest_path=out / "manifest.json",
         datasets=[(outputs[0].as_posix(), "cleaned")],
     )
@@ -72,14 +121,25 @@ def cmd_demo_model(args) -> None:
               manifest_path=Path(args.manifest))
 
 
+def benchmark_source(args, *, default_hub: bool):
+    """The benchmarks a command reads (`--benchmarks`, `--benchmark-hub`), said in its log."""
+    from danlu.benchmarks import find_source, parse_hub_ids
+
+    source, why = find_source(args.benchmarks, parse_hub_ids(args.benchmark_hub),
+                              default_hub=default_hub)
+    print(f"{args.command}: benchmarks: {why}")
+    return source
+
+
 def cmd_demo_leak(args) -> None:
     from danlu.demo import benchmark_leak_records
     from danlu.outputs import atomic_outputs
     from danlu.records import dumps
 
     out = Path(args.out)
+    source = benchmark_source(args, default_hub=True)
     with atomic_outputs([out]) as (tmp,):
-        records = benchmark_leak_records(Path(args.benchmarks))
+        records = benchmark_leak_records(source)
         tmp.write_text("".join(dumps(r) for r in records), encoding="utf-8")
     print(f"demo-leak: {len(records)} benchmark questions planted in {out}")
 
@@ -127,28 +187,43 @@ def cmd_dedup(args) -> None:
     source, out = _records_input(args.input), Path(args.out)
     prefixes = [Path(p) for p in args.signatures]
     shard_files = [Path(f"{p}.{n}.npy") for p in prefixes for n in ("lines", "sig", "sha")]
+    benchmarks = None
+    if cfg.decontaminate and cfg.contamination_benchmarks:
+        # By hand, no benchmarks means no decontamination (said in the log), not a
+        # download: the hub is read only when --benchmark-hub names it.
+        benchmarks = benchmark_source(args, default_hub=False)
+        if benchmarks is None:
+            print("dedup: decontamination SKIPPED: give --benchmarks DIR or "
+                  "--benchmark-hub NAME=HUB_ID to remove benchmark questions")
 
     def work(run):
-        if prefixes:
-            block = Block.concat([Block.load(p) for p in prefixes])
-        else:
-            shards = args.shards or cfg.shards
+        shards = args.shards or cfg.shards
+        if prefixes:  # signed by the workflow's shard jobs
+            block = Block.load_shards(prefixes)
+        elif shards > 1:  # as those jobs would, in this process (the same outputs)
             block = Block.concat([shard_signatures(source, cfg, i, shards) for i in range(shards)])
+        else:  # signed by dedup_file's first pass, which also decontaminates
+            block = None
         index = None
-        if cfg.decontaminate and cfg.contamination_benchmarks:
-            index = ContaminationIndex(benchmark_items(Path(args.benchmarks),
-                                                       cfg.contamination_benchmarks), cfg)
+        if benchmarks is not None:
+            index = ContaminationIndex(benchmark_items(benchmarks, cfg.contamination_benchmarks),
+                                       cfg)
         return dedup_file(source, block, cfg, out, index)
 
     names = ("records.jsonl", "removed.jsonl", "clusters.jsonl", "stats.json", "clusters.png")
     stats = run_stage(
-        "dedup", {"dedup": params, "benchmarks": args.benchmarks}, work,
+        "dedup", {"dedup": params, "benchmarks": _describe(benchmarks, cfg)}, work,
         inputs=[source, *shard_files, *args.code], outputs=[out / n for n in names],
         manifest_path=out / "manifest.json", artifacts=[out / "clusters.png"],
         datasets=[(source.as_posix(), "cleaned"), ((out / "records.jsonl").as_posix(), "deduplicated")],
     )
     print(f"dedup: {stats['records_in']} in, {stats['records_kept']} kept, "
           f"removed {stats['removed_by_reason']}")
+
+
+def _describe(benchmarks, cfg) -> str | None:
+    """What the manifest records as the decontamination source (None: skipped)."""
+    return benchmarks.describe(cfg.contamination_benchmarks) if benchmarks else None
 
 
 def cmd_split(args) -> None:

@@ -9,6 +9,7 @@ from danlu.commands.common import stage_params
 
 
 def cmd_evaluate(args) -> None:
+    from danlu.commands.data import benchmark_source
     from danlu.evaluate import EvalConfig, evaluate_model
     from danlu.manifest import combined_digest, describe_files
     from danlu.models import load_model, load_tokenizer, resolve_model_path
@@ -16,9 +17,12 @@ def cmd_evaluate(args) -> None:
     from danlu.stage import run_stage
 
     params = stage_params(args, "evaluate")
+    # Without a local copy the questions come from the hub (official ids by default).
+    source = benchmark_source(args, default_hub=True)
     cfg = EvalConfig(**{k: params[k] for k in ("benchmarks", "num_fewshot", "scoring",
                                                "max_per_subject", "subjects", "batch_size",
-                                               "share_prefix", "max_length", "hub")})
+                                               "share_prefix", "max_length")},
+                     hub={} if source.root else {b: source.hub_id(b) for b in params["benchmarks"]})
     load = json.loads(args.load) if args.load else {}
     model_path = resolve_model_path(args.model, args.revision)
     # The adapter directory also holds checkpoints and reports: only the adapter counts.
@@ -36,7 +40,7 @@ def cmd_evaluate(args) -> None:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, args.adapter)
-        stats = evaluate_model(model, tokenizer, cfg, benchmarks_root=Path(args.benchmarks),
+        stats = evaluate_model(model, tokenizer, cfg, benchmarks_root=source.root,
                                out_dir=out, model_digest=digest)
         if args.val:
             from danlu.perplexity import perplexity
@@ -55,7 +59,9 @@ def cmd_evaluate(args) -> None:
     names = ["predictions.jsonl", "subjects.csv", "categories.csv", "summary.json", "model.json"]
     names += ["perplexity.json"] if args.val else []
     inputs = [*local, *([args.val, args.cutoff] if args.val else []), *args.code]
-    stats = run_stage(f"evaluate_{args.name}", {"evaluate": params, "load": load, "model": args.name},
+    record = {"evaluate": params, "load": load, "model": args.name,
+              "benchmarks": source.describe(cfg.benchmarks)}
+    stats = run_stage(f"evaluate_{args.name}", record,
                       work, inputs=inputs, outputs=[out / n for n in names],
                       manifest_path=out / "manifest.json")
     for bench in cfg.benchmarks:
