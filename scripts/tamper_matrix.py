@@ -16,22 +16,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
-
-
-def audited_run(keep: Path | None) -> SimpleNamespace:
-    from workflow_utils import build_audited_run
-
-    base = keep or Path(tempfile.mkdtemp(prefix="danlu-tamper-"))
-    run = SimpleNamespace(root=base / "project", first=base / "earlier" / "first",
-                          second=base / "earlier" / "second")
-    if not (run.root / "results" / "audit" / "provenance.intoto.json").is_file():
-        print(f"building the audited run in {base} ...", file=sys.stderr, flush=True)
-        run.root.mkdir(parents=True)
-        build_audited_run(run.root, base / "earlier")
-    return run
 
 
 def main() -> int:
@@ -40,10 +26,14 @@ def main() -> int:
     args = parser.parse_args()
     sys.path.insert(0, str(TESTS))
     from tamper import Stash, audited_targets, run_matrix
+    from workflow_utils import audited_run_at
 
     from danlu.verify import verify
 
-    run = audited_run(args.keep)
+    base = args.keep or Path(tempfile.mkdtemp(prefix="danlu-tamper-"))
+    if not (base / "project").is_dir():
+        print(f"building the audited run in {base} ...", file=sys.stderr, flush=True)
+    run = audited_run_at(base)
     scratch = Path(tempfile.mkdtemp(prefix="danlu-tamper-scratch-"))
     started = time.time()
     matrix = run_matrix(run.root, audited_targets(run, scratch / "other-keys"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import pytest
@@ -54,9 +55,10 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def audited_run(tmp_path_factory):
     """One finished, audited tiny run (workflow_utils.build_audited_run), built
-    once per session for test_verify and test_tamper. Tests that change it must
-    put every byte back (test_tamper does), or work on a copy (test_verify)."""
-    from workflow_utils import build_audited_run
+    once per session for test_verify and test_tamper, or kept in and reused from
+    $DANLU_AUDITED_RUN. Tests that change it must put every byte back
+    (test_tamper does), or work on a copy (test_verify)."""
+    from workflow_utils import audited_run_at
 
-    return build_audited_run(tmp_path_factory.mktemp("audited"),
-                             tmp_path_factory.mktemp("earlier"))
+    kept = os.environ.get("DANLU_AUDITED_RUN")
+    return audited_run_at(Path(kept) if kept else tmp_path_factory.mktemp("audited"))

@@ -84,8 +84,8 @@ class FileTarget:
     flip_offset: Callable[[bytes], int] | None = None
 
     @property
-    def expect(self) -> str:
-        return self.path
+    def expect(self) -> tuple[str, ...]:
+        return (self.path,)
 
     def apply(self, attack: str, root: Path, stash: Stash) -> Callable[[], None]:
         path = root / self.path
@@ -113,15 +113,12 @@ class RowTarget:
     key: str
     earlier_value: str
     source: str
+    expect: tuple[str, ...]  # what the problem line says: the file the row vouches for, the run
     store: str = "results/mlflow.db"
 
     @property
     def path(self) -> str:
         return f"{self.store}: run {self.run_id[:8]}… tag {self.key}"
-
-    @property
-    def expect(self) -> str:
-        return self.store
 
     def apply(self, attack: str, root: Path, stash: Stash) -> Callable[[], None]:
         db = root / self.store
@@ -191,7 +188,7 @@ def run_matrix(root: Path, targets: list, stash: Stash,
                 report = verify(root / "results")
             finally:
                 undo()
-            naming = [p for p in report.problems if target.expect in p]
+            naming = [p for p in report.problems if all(e in p for e in target.expect)]
             outcome = Outcome(target.kind, target.path, attack, bool(naming),
                               (naming or report.problems or ["(verify said OK)"])[0])
             matrix.outcomes.append(outcome)
@@ -308,11 +305,14 @@ def audited_targets(run, other_key_dir: Path) -> list:
                    snap(root, f"results/mlruns/{combine_first}/artifacts/manifest.json"),
                    "the first data's run"),
         RowTarget("MLflow row: file digest", combine, digest_key,
-                  _tag(root, combine_first, digest_key), "the first data's run"),
+                  _tag(root, combine_first, digest_key), "the first data's run",
+                  ("results/clean/records.jsonl: MLflow run", combine)),
         RowTarget("MLflow row: manifest digest", combine, "danlu.manifest.sha256",
-                  _tag(root, combine_first, "danlu.manifest.sha256"), "the first data's run"),
+                  _tag(root, combine_first, "danlu.manifest.sha256"), "the first data's run",
+                  ("results/clean/manifest.json: MLflow run", combine)),
         RowTarget("MLflow row: log head", parents[-1], "danlu.audit.head",
-                  _tag(root, parents[-2], "danlu.audit.head"), "the invocation before"),
+                  _tag(root, parents[-2], "danlu.audit.head"), "the invocation before",
+                  ("results/audit/log.jsonl: ", f"MLflow parent run {parents[-1]}")),
     ]
 
 

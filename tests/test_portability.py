@@ -31,7 +31,8 @@ BARE_PATH = os.pathsep.join(["/usr/local/bin", "/usr/bin", "/bin"])
 @pytest.fixture(scope="module")
 def bare_run(tmp_path_factory):
     """`.venv/bin/snakemake` by absolute path, the venv not on PATH (as after
-    `make` in a fresh clone), running the clean jobs of a file and a hub dataset."""
+    `make` in a fresh clone), running the clean jobs of a file, a file under
+    `~` and a hub dataset."""
     assert Path(sys.executable).parent.as_posix() not in BARE_PATH.split(os.pathsep)
     root = tmp_path_factory.mktemp("bare")
     hub = root / "hub_repo" / "data"
@@ -40,9 +41,13 @@ def bare_run(tmp_path_factory):
     make_project(root, [
         {"name": "alp", "path": "data/alp.jsonl", "format": "alpaca"},
         {"name": "bonds", "hf_hub_url": str(root / "hub_repo"), "format": "alpaca"},
+        {"name": "home", "path": "~/corpora/home.jsonl", "format": "alpaca"},
     ], {"tracking": {"enabled": False}})
     (root / "data" / "alp.jsonl").write_text("".join(dumps(r) for r in ALPACA), "utf-8")
-    env = {"PATH": BARE_PATH, "HOME": os.environ.get("HOME", str(root)), "HF_HUB_OFFLINE": "1",
+    home = root / "home"
+    (home / "corpora").mkdir(parents=True)
+    (home / "corpora" / "home.jsonl").write_text("".join(dumps(r) for r in ALPACA[:2]), "utf-8")
+    env = {"PATH": BARE_PATH, "HOME": str(home), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_CACHE": str(root / "hf-cache"), "DANLU_KEY_DIR": str(root / ".keys")}
     proc = subprocess.run([SNAKEMAKE, "--profile", "profiles/default", "--cores", "1",
                            "results/clean/records.jsonl"], cwd=root, env=env,
@@ -54,7 +59,7 @@ def bare_run(tmp_path_factory):
 
 def test_rules_run_the_danlu_beside_snakemake(bare_run):
     stats = read_json(bare_run / "results/clean/stats.json")
-    assert stats["records_in"] == len(ALPACA) + len(HUB_ROWS)
+    assert stats["records_in"] == len(ALPACA) + len(HUB_ROWS) + 2
 
 
 def test_a_hub_dataset_is_cleaned_without_a_file_input(bare_run):

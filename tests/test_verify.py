@@ -135,7 +135,27 @@ def test_a_failed_job_leaves_a_run_without_manifest_and_no_entry(project, monkey
             stage("b", a, "B", fail=True)
     report = verify_in_process(project / "results")
     assert report.problems == []
-    assert any("(b, FAILED)" in n and "its job did not finish" in n for n in report.notes)
+    assert any("(b, FAILED)" in n and n.endswith("its job did not finish") for n in report.notes)
+
+
+def test_a_job_that_fails_after_its_run_recorded_the_manifest(project, monkeypatch):
+    """Killed or failed between MLflow and the log: the run has the manifest's
+    digest but is not FINISHED, and Snakemake removes a failed job's outputs."""
+    import danlu.stage
+
+    def no_log(**_):
+        raise OSError("the log's disk is full")
+
+    with invocation(monkeypatch):
+        a = stage("a", "data/raw.txt", "A")
+        monkeypatch.setattr(danlu.stage, "record_job", no_log)
+        with pytest.raises(OSError):
+            stage("b", a, "B")
+    for name in ("out.txt", "manifest.json"):
+        (project / "results/b" / name).unlink()
+    report = verify_in_process(project / "results")
+    assert report.problems == []
+    assert any("(b, FAILED)" in n for n in report.notes)
 
 
 def test_a_log_cut_short_with_its_job_undone_is_caught_by_mlflow(project, monkeypatch):

@@ -159,6 +159,72 @@ def test_percentile_change_with_same_cutoff_does_not_retrain(project):
     snakemake(project, "results/lengths/cutoff.json")
 
 
+# Which command each rule runs (its shell line): the rule's code inputs are
+# that command's import closure.
+RULE_COMMANDS = {"demo_model": "demo-model", "clean": "clean", "clean_combine": "combine",
+                 "dedup_signatures": "dedup-signatures", "dedup": "dedup", "split": "split",
+                 "tokenize": "tokenize", "cutoff": "cutoff", "train": "train",
+                 "evaluate": "evaluate", "eval_compare": "eval-compare", "merge": "merge",
+                 "quantize": "quantize", "audit": "audit"}
+
+
+def _code_inputs_by_rule(root) -> dict[str, set[str]]:
+    """The src/danlu files each rule lists as inputs, from a forced dry run."""
+    import re as _re
+
+    proc = snakemake(root, "-n", "--forceall")
+    found: dict[str, set[str]] = {}
+    for block in _re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout + proc.stderr):
+        head = _re.match(r"(?:local)?rule (\w+):", block)
+        inputs = _re.search(r"^\s+input: (.*)$", block, _re.M)
+        if head and inputs:
+            files = {f.strip() for f in inputs.group(1).split(",")}
+            found.setdefault(head.group(1), set()).update(
+                f for f in files if f.startswith("src/danlu/"))
+    return found
+
+
+def test_every_rule_lists_exactly_the_code_its_command_runs(project, monkeypatch):
+    from danlu.code_inputs import command_code
+
+    monkeypatch.chdir(project)
+    listed = _code_inputs_by_rule(project)
+    assert set(RULE_COMMANDS) <= set(listed)
+    for rule, command in RULE_COMMANDS.items():
+        assert listed[rule] == set(command_code(command, project)), rule
+
+
+# module edited -> rules that must rerun, rules that must not
+EDITS = {
+    "answer_spans.py": ({"tokenize", "train", "evaluate"}, {"clean", "dedup", "split"}),
+    "train.py": ({"train", "evaluate"}, {"tokenize", "clean"}),
+    "pii.py": ({"clean", "clean_combine"}, set()),
+    "quantize.py": ({"quantize"}, {"train", "merge", "clean", "tokenize"}),
+    "eval_report.py": ({"evaluate", "eval_compare"}, {"train", "clean"}),
+    "export.py": ({"audit"}, {"train", "evaluate", "clean"}),
+}
+
+
+@pytest.mark.parametrize("module", sorted(EDITS))
+def test_editing_a_module_reruns_the_rules_that_run_it_and_no_other(project, module):
+    must, must_not = EDITS[module]
+    path = project / "src" / "danlu" / module
+    original = path.read_bytes()
+    path.write_bytes(original + b"\n# an edit\n")
+    try:
+        jobs = set(planned(project))
+        assert must <= jobs and not must_not & jobs, jobs
+    finally:
+        path.write_bytes(original)  # the same bytes: checksummed inputs rerun nothing
+
+
+def test_val_size_reruns_split_and_what_follows_not_the_signatures(project):
+    with edited_config(project, {"dedup": {"val_size": 0.4}}):
+        jobs = planned(project)
+    assert jobs["split"] == 1 and jobs["tokenize"] == 1
+    assert not {"dedup_signatures", "dedup", "clean", "clean_combine"} & set(jobs)
+
+
 def test_appending_a_duplicate_changes_no_split_and_does_not_retrain(project):
     """Runs last: it leaves the appended record in place."""
     split = {n: (project / f"results/dedup/{n}.jsonl").read_bytes() for n in ("train", "val")}

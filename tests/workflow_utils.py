@@ -179,3 +179,21 @@ def build_audited_run(root: Path, snapshots: Path):
     shutil.copytree(root / "results", second / "results", symlinks=True)
     snakemake(root, "--forcerun", "audit")
     return SimpleNamespace(root=root, first=first, second=second)
+
+
+def audited_run_at(base: Path):
+    """build_audited_run in `base` (project/, earlier/), or the one already built
+    there: for scripts/tamper_matrix.py, and for tests with $DANLU_AUDITED_RUN
+    (reusing a run saves its 7 minutes while working on verify; tampering tests
+    put every byte back)."""
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(root=base / "project", first=base / "earlier" / "first",
+                          second=base / "earlier" / "second")
+    if (run.root / "results" / "audit" / "provenance.intoto.json").is_file() \
+            and run.second.is_dir():
+        return run
+    if base.exists():
+        shutil.rmtree(base)  # a build cut short: start again
+    run.root.mkdir(parents=True)
+    return build_audited_run(run.root, base / "earlier")

@@ -108,9 +108,9 @@ def gate_lines(gate: dict) -> list[str]:
     merged model on val answer tokens, beside the thresholds it had to meet."""
     return [
         "## Quality gate", "",
-        f"Checked against the merged model on {gate['val_tokens']} answer tokens of the first "
-        f"{gate['val_examples']} val examples (`export.gates`): "
-        f"{'passed' if gate['passed'] else 'NOT passed'}.", "",
+        f"Checked against the merged model on {gate['val_tokens']} answer tokens of "
+        f"{gate['val_examples']} val example{'' if gate['val_examples'] == 1 else 's'} "
+        f"(`export.gates`): {'passed' if gate['passed'] else 'NOT passed'}.", "",
         "| figure | measured | threshold |", "|---|---|---|",
         f"| top-1 agreement | {_fmt(gate['top1_agreement'])} | >= {gate['min_top1_agreement']} |",
         f"| val perplexity ratio (export / merged) | {_fmt(gate['ppl_ratio'])} "

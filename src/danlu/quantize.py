@@ -380,7 +380,9 @@ def quantize_model(model_dir, out_dir, *, method: str, calibration_texts: list[s
         model.save_pretrained(tmp, save_compressed=True)
         tokenizer.save_pretrained(tmp)
         size = bytes_on_disk(tmp)
-        del model  # the export is loaded back next: never two copies in memory
+        # Drop our reference before loading the export back (llm-compressor's
+        # hooks may still hold the model; the export loads packed, ~1/4 the size).
+        del model
         gc.collect()
         gate = None
         if reference is not None:

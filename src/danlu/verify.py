@@ -84,6 +84,13 @@ def _short(digest: str | None) -> str:
     return f"{digest[:12]}…" if digest else "nothing"
 
 
+def _two(got: str | None, want: str | None) -> tuple[str, str]:
+    """Two digests shortened, unless their short forms would look the same."""
+    if got and want and got[:12] == want[:12]:
+        return got, want
+    return _short(got), _short(want)
+
+
 # --- the audit log -----------------------------------------------------------------------
 
 
@@ -224,16 +231,16 @@ def check_chain(root: Path, manifests: dict[str, dict], report: Report) -> None:
 # --- MLflow ------------------------------------------------------------------------------
 
 
-def _absolute(uri: str | None, root: Path) -> str | None:
-    """A relative SQLite store is relative to the project root, wherever verify runs."""
-    if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{(root / uri.removeprefix('sqlite:///')).absolute()}"
-    return uri
-
-
 def _project_store(uri: str | None) -> bool:
     """A store named relative to the project (the default results/mlflow.db)."""
     return bool(uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"))
+
+
+def _absolute(uri: str | None, root: Path) -> str | None:
+    """A relative SQLite store is relative to the project root, wherever verify runs."""
+    if _project_store(uri):
+        return f"sqlite:///{(root / uri.removeprefix('sqlite:///')).absolute()}"
+    return uri
 
 
 class Stores:
@@ -288,14 +295,15 @@ def check_mlflow(root: Path, manifests: dict[str, dict], latest: dict, report: R
             if run is None:
                 continue
             report.count("mlflow runs")
-            where = f"MLflow run {run_id} in {stores.name(uri)}"
+            where = f"MLflow run {run_id}"
             for kind in ("inputs", "outputs"):
                 for e in m.get(kind, []):
                     key = digest_tag(kind[:-1], e["path"])
                     got = run.tags.get(key)
                     if got != e["sha256"]:
-                        report.problems.append(f"{e['path']}: {where} records {_short(got)} "
-                                               f"not the manifest's {_short(e['sha256'])}")
+                        shown = _two(got, e["sha256"])
+                        report.problems.append(f"{e['path']}: {where} records {shown[0]} "
+                                               f"not the manifest's {shown[1]}")
                     # A key that names the file by hash must lead back to this path.
                     elif path_tag(key) and run.tags.get(path_tag(key)) != e["path"]:
                         report.problems.append(f"{e['path']}: {where} records another path "
@@ -340,10 +348,10 @@ def check_mlflow_witness(root: Path, log: AuditLog, report: Report, stores: Stor
         if run is None:
             continue
         if run.tags.get(MANIFEST_SHA_TAG) != entry.get("manifest_sha256"):
+            shown = _two(run.tags.get(MANIFEST_SHA_TAG), entry.get("manifest_sha256"))
             report.problems.append(
                 f"{entry.get('manifest')}: MLflow run {run.run_id} in {stores.name(uri)} records "
-                f"manifest sha256 {_short(run.tags.get(MANIFEST_SHA_TAG))}, audit-log entry "
-                f"{entry.get('seq')} {_short(entry.get('manifest_sha256'))}")
+                f"manifest sha256 {shown[0]}, audit-log entry {entry.get('seq')} {shown[1]}")
         if run.parent:
             invocations.add((uri, run.parent))
     invocations |= _invocations_of_log(log, report, stores)
@@ -384,11 +392,13 @@ def check_invocation(root: Path, log: AuditLog, uri: str, parent_id: str, report
     if parent is None:
         report.problems.append(f"{log.name}: the MLflow parent run {parent_id} of its jobs' runs "
                                f"is not in {store} (deleted, or the store was replaced)")
-    finished = [c for c in children if MANIFEST_SHA_TAG in c.tags]
+    # A job's run ends FINISHED only after its log entry is appended (danlu.stage);
+    # one that failed, was killed, or is still running need not have an entry.
+    finished = [c for c in children if MANIFEST_SHA_TAG in c.tags and c.status == "FINISHED"]
     for c in children:
-        if MANIFEST_SHA_TAG not in c.tags:
-            report.notes.append(f"MLflow run {c.run_id} ({c.stage}, {c.status}) in {store} "
-                                "recorded no manifest: its job did not finish")
+        if c not in finished:
+            report.notes.append(f"MLflow run {c.run_id} ({c.stage}, {c.status}) in {store}: "
+                                "its job did not finish")
     if parent is None or (HEAD_TAG not in parent.tags and not finished):
         return None  # an invocation that finished no job has no head to compare
     report.count("mlflow invocations")
@@ -421,7 +431,8 @@ def _check_head(log: AuditLog, tag: str | None, where: str, report: Report) -> i
         seq = int(seq_text)
     except ValueError:
         report.problems.append(f"{log.name}: {where} records no audit-log head "
-                               f"({tag!r}): its tag was removed or edited")
+                               f"({tag!r}): its tag was removed or edited, or the run predates "
+                               "danlu recording heads")
         return None
     if seq > len(log.lines):
         report.problems.append(f"{log.name}: cut short: it ends at entry {len(log.lines)}, but "
@@ -538,12 +549,12 @@ def check_exports(root: Path, results: Path, log: AuditLog | None, manifests: di
         for f in sorted((root / directory).rglob("*")):
             if f.is_file():
                 files[_name(f, root)] = sha256_file(f)
+    report.count("exports", len(exports))
     if not statement_path.is_file():
         return
     if public_key.is_file() and (audit / "provenance.sig").is_file():
         _check_signature(root, statement_path, audit / "provenance.sig", public_key, report)
     check_statement_against(root, statement_path, files, log, report)
-    report.count("exports", len(exports))
 
 
 def expected_exports(root: Path, results: Path, manifests: dict[str, dict],
@@ -576,6 +587,10 @@ def _check_signature(root: Path, target: Path, signature: Path, public_key: Path
         report.count("signatures")
     except SignatureError as err:
         report.problems.append(str(err).replace(f"{root}/", ""))
+    except Exception as err:  # noqa: BLE001 - model-signing rejects a damaged key while loading it
+        report.problems.append(f"{_name(target, root)}: signature check failed: public key "
+                               f"{_name(public_key, root)} unusable ({err.__class__.__name__}: "
+                               f"{' '.join(str(err).split())})")
 
 
 def check_statement_against(root: Path, statement_path: Path, files: dict[str, str],
@@ -636,4 +651,6 @@ def verify(results: Path, *, mlflow: bool = True) -> Report:
         finally:
             stores.close()
     check_exports(root, results, log, manifests, report)
+    # Two checks may meet the same absent record (a run both index and witness read).
+    report.problems = list(dict.fromkeys(report.problems))
     return report

@@ -6,8 +6,11 @@ import re
 import shlex
 import sys
 import time
+from pathlib import Path
 
 from danlu import audit, tracking
+from danlu.code_inputs import command_code
+from danlu.models import local_model_dir
 from danlu.config import DatasetSpec, from_mapping, to_json, validate_config
 from danlu.shards import plan_shards
 
@@ -50,28 +53,6 @@ def use_snakemake_environment():
 
 
 use_snakemake_environment()
-
-# The modules each stage's results depend on: editing one reruns that stage
-# and everything after it (and their digests go into the stage's manifest).
-STAGE_CODE = {
-    "demo_model": ["demo.py", "templates.py"],
-    "clean": ["clean.py", "readers.py", "records.py", "pii.py", "text.py", "hub.py"]
-    + ["shards.py"],
-    "clean_combine": ["clean.py"],
-    "dedup_signatures": ["dedup.py", "minhash.py"],
-    "dedup": ["dedup.py", "minhash.py", "benchmarks.py", "benchmark_subjects.json"],
-    "split": ["dedup.py", "minhash.py"],
-    "tokenize": ["lengths.py", "models.py", "templates.py"],
-    "cutoff": ["lengths.py"],
-    "train": ["train.py", "lengths.py", "models.py"],
-    "evaluate": ["evaluate.py", "eval_scoring.py", "eval_report.py", "benchmarks.py"]
-    + ["benchmark_subjects.json", "perplexity.py", "models.py"],
-    "eval_compare": ["eval_report.py"],
-    "merge": ["merge.py", "models.py"],
-    "quantize": ["quantize.py", "models.py"],
-    "audit": ["export.py", "signing.py", "provenance.py", "audit.py"],
-}
-
 
 SHARDS = range(config["dedup"]["shards"])
 EVAL_MODELS = config["evaluate"]["models"]
@@ -120,8 +101,24 @@ def job_threads(name, default=1):
     return settings.get("threads", default)
 
 
-def code(stage):
-    return [f"src/danlu/{name}" for name in STAGE_CODE[stage]]
+def code(command):
+    """The source files `danlu <command>` runs, derived from its imports
+    (danlu.code_inputs): editing one reruns the rule and what follows, and
+    their digests go into its manifest."""
+    return command_code(command, Path(workflow.main_snakefile).parent)
+
+
+# The dedup keys each rule's job reads, so that changing one reruns only the
+# jobs that use it (val_size and split_threshold: split alone).
+SIGNATURE_KEYS = [
+    "num_perm",
+    "char_ngram",
+    "word_ngram",
+    "minhash_seed",
+    "include_system",
+]
+DEDUP_KEYS = SIGNATURE_KEYS + ["threshold", "decontaminate", "contamination_benchmarks"]
+DEDUP_KEYS += ["contamination_threshold", "contamination_ngram"]
 
 
 def stage_params(name, keys=None):
@@ -157,7 +154,7 @@ def base_model_input():
     """The base model as a file input when it is local (demo build or a
     directory), so a rebuilt model reruns what used it; none for a hub id."""
     path = base_model_dir()
-    return [path] if config["base_model"] == "demo" or os.path.isdir(path) else []
+    return [path] if config["base_model"] == "demo" or local_model_dir(path) else []
 
 
 def train_launcher():
@@ -302,6 +299,7 @@ def dataset_json(wildcards):
     entry = part_dataset(wildcards)
     if entry["path"]:
         entry = {k: v for k, v in entry.items() if k not in HUB_KEYS}
+        entry["path"] = os.path.expanduser(entry["path"])  # the file the job is given
     return to_json(entry)
 
 

@@ -5,7 +5,7 @@
 rule demo_model:
     input:
         corpus=config["demo"]["corpus"],
-        code=code("demo_model"),
+        code=code("demo-model"),
     output:
         model=directory("results/demo_model/model"),
         manifest="results/demo_model/manifest.json",
@@ -59,7 +59,7 @@ rule clean_combine:
         parts=expand("results/clean/parts/{part}/stats.json", part=CLEAN_PARTS),
         records=expand("results/clean/parts/{part}/records.jsonl", part=CLEAN_PARTS),
         rejects=expand("results/clean/parts/{part}/rejects.jsonl", part=CLEAN_PARTS),
-        code=code("clean_combine"),
+        code=code("combine"),
     output:
         records="results/clean/records.jsonl",
         rejects="results/clean/rejects.jsonl",
@@ -83,7 +83,7 @@ rule clean_combine:
 rule dedup_signatures:
     input:
         records="results/clean/records.jsonl",
-        code=code("dedup_signatures"),
+        code=code("dedup-signatures"),
     output:
         lines="results/dedup/signatures/shard-{shard}.lines.npy",
         sig="results/dedup/signatures/shard-{shard}.sig.npy",
@@ -99,7 +99,7 @@ rule dedup_signatures:
     resources:
         **job_resources("dedup_signatures"),
     params:
-        dedup=stage_params("dedup"),
+        dedup=stage_params("dedup", keys=SIGNATURE_KEYS),
         shards=config["dedup"]["shards"],
         prefix=signature_prefix,
     shell:
@@ -137,7 +137,7 @@ rule dedup:
     resources:
         **job_resources("dedup"),
     params:
-        dedup=stage_params("dedup"),
+        dedup=stage_params("dedup", keys=DEDUP_KEYS),
         prefixes=expand("results/dedup/signatures/shard-{shard}", shard=SHARDS),
         benchmarks=benchmark_args(),
         out=subpath(output.records, parent=True),

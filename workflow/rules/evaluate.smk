@@ -38,7 +38,7 @@ rule evaluate:
 rule eval_compare:
     input:
         summaries=expand("results/eval/{model}/summary.json", model=EVAL_MODELS),
-        code=code("eval_compare"),
+        code=code("eval-compare"),
     output:
         table="results/eval/compare.csv",
         page=report(

@@ -12,7 +12,7 @@ def cmd_evaluate(args) -> None:
     from danlu.commands.data import benchmark_source
     from danlu.evaluate import EvalConfig, evaluate_model
     from danlu.manifest import combined_digest, describe_files
-    from danlu.models import load_model, load_tokenizer, resolve_model_path
+    from danlu.models import load_model, load_tokenizer, local_model_dir, resolve_model_path
     from danlu.outputs import write_json
     from danlu.stage import run_stage
 
@@ -27,7 +27,7 @@ def cmd_evaluate(args) -> None:
     model_path = resolve_model_path(args.model, args.revision)
     # The adapter directory also holds checkpoints and reports: only the adapter counts.
     adapter_files = [str(p) for p in sorted(Path(args.adapter).glob("adapter_*"))] if args.adapter else []
-    local = [p for p in (args.model,) if Path(p).exists()] + adapter_files
+    local = [str(p) for p in (local_model_dir(args.model),) if p] + adapter_files
     described = describe_files(local)  # hashed once: a model may be many GB
     digest = combined_digest(described) if local else f"{args.model}@{args.revision}"
     out = Path(args.out)

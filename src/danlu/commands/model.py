@@ -84,8 +84,8 @@ def cmd_train(args) -> None:
         return sorted(p for p in out.iterdir() if p.is_file() and p.name != "manifest.json")
 
     def work(run):
-        return run_training(arrow_dir=data, cutoff=cutoff, model_dir=args.model if Path(args.model).exists()
-                            else model_path, tokenizer=tokenizer, cfg=cfg, seed=args.seed,
+        return run_training(arrow_dir=data, cutoff=cutoff, model_dir=model_path,
+                            tokenizer=tokenizer, cfg=cfg, seed=args.seed,
                             out_dir=out, run=run, fingerprint=fingerprint,
                             trust_remote_code=args.trust_remote_code)
 
