@@ -392,12 +392,12 @@ def growth(arm: dict, sizes: list[int]) -> dict:
     """Time at the largest size over time at the one before, per stage."""
     big, before = str(sizes[-1]), str(sizes[-2])
     return {stage: round(runs[big]["cpu_seconds"] / runs[before]["cpu_seconds"], 2)
-            for stage, runs in arm.items()}
+            for stage, runs in arm.items() if big in runs and before in runs}
 
 
 def ratios(danlu: dict, peer: dict) -> dict:
     return {stage: {size: round(run["cpu_seconds"] / peer[stage][size]["cpu_seconds"], 3)
-                    for size, run in runs.items()}
+                    for size, run in runs.items() if size in peer[stage]}
             for stage, runs in danlu.items() if stage in peer}
 
 
@@ -425,8 +425,9 @@ def report(args, sizes: list[int], corpus_mb: dict, danlu: dict, peer: dict | No
     if peer is not None:
         result["datatrove"] = peer
         result["danlu_over_datatrove"] = ratios(danlu, peer)
-        if size_ratio:
-            result["growth"]["datatrove"] = growth(peer, sizes)
+        peer_sizes = sorted({int(k) for runs in peer.values() for k in runs})
+        if len(peer_sizes) > 1:
+            result["growth"]["datatrove"] = growth(peer, peer_sizes)
     else:
         result["datatrove"] = peer_note
     return result
@@ -447,6 +448,9 @@ def parse_args(argv):
     parser.add_argument("--datatrove-python", default=sys.executable,
                         help="interpreter with datatrove, its imports and xxhash<4 (see above)")
     parser.add_argument("--no-datatrove", action="store_true", help="skip the peer arm")
+    parser.add_argument("--datatrove-max", type=int,
+                        help="run the peer arm only at sizes up to this many records (it runs "
+                             "~200 records/s here: 400k would take over an hour per stage)")
     parser.add_argument("--keep", help="work here (corpora, outputs, logs) instead of a temp dir")
     for hidden in ("--datatrove-worker", "--input", "--out"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
@@ -480,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
             corpus_mb[str(size)] = round(corpus.stat().st_size / 1e6, 2)
             log(f"{size:,} records: danlu ...")
             danlu[str(size)] = run_danlu(corpus, size, model, make(work / f"danlu-{size}"))
-            if peer_note is None:
+            if peer_note is None and size <= (args.datatrove_max or size):
                 log(f"{size:,} records: datatrove ...")
                 clean_records = work / f"danlu-{size}" / "clean" / "records.jsonl"
                 peer[str(size)] = run_datatrove(args.datatrove_python, corpus, size,
