@@ -30,7 +30,7 @@ its own process, as a job would:
 
 Times are CPU seconds of the stage's process (user + sys, start-up and
 imports included; wall seconds are reported too), peak RSS is that process's
-(os.wait4). Prints one JSON line last: records/s, MB/s and peak RSS per arm,
+(os.wait4; peak RSS from the child's VmHWM). Prints one JSON line last: records/s, MB/s and peak RSS per arm,
 stage and size; `growth`, the time ratio of the largest size to the one
 before it per stage (linear is the size ratio; the goal is at most 1.1 times
 it, 4.4 for 400k/100k); and `danlu_over_datatrove`, the time ratios per stage.
@@ -181,18 +181,38 @@ def child_env() -> dict:
 
 
 def measured(cmd: list[str], log: Path, cwd: Path) -> dict:
-    """Run `cmd` to the end: its CPU and wall seconds and peak RSS (its own
-    rusage from wait4, so each stage is measured alone)."""
+    """Run `cmd` to the end: its CPU and wall seconds (its own rusage from
+    wait4) and peak RSS. Not wait4's ru_maxrss: Linux carries the forking
+    parent's high-water mark into it, and this process holds the corpus. The
+    child's own VmHWM (its address space's high-water mark, reset by exec) is
+    read from /proc while it runs instead."""
     t0 = time.perf_counter()
+    peak_kb = 0
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, env=child_env(), stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak_kb = max(peak_kb, _vm_hwm_kb(proc.pid))
+            time.sleep(0.05)
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status):
         tail = log.read_text(errors="replace")[-3000:]
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed; the end of {log}:\n{tail}")
     return {"cpu_seconds": usage.ru_utime + usage.ru_stime, "wall_seconds": wall,
-            "peak_rss_mb": usage.ru_maxrss / 1024}
+            "peak_rss_mb": round(peak_kb / 1024, 1)}
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:  # it has just exited
+        pass
+    return 0
 
 
 def danlu_cmd(*args: str) -> list[str]:

@@ -62,3 +62,17 @@ def audited_run(tmp_path_factory):
 
     kept = os.environ.get("DANLU_AUDITED_RUN")
     return audited_run_at(Path(kept) if kept else tmp_path_factory.mktemp("audited"))
+
+
+@pytest.fixture
+def hub_offline(monkeypatch, tmp_path):
+    """No hub access, tracking off, a fresh datasets cache, cwd in tmp_path."""
+    import datasets
+    import huggingface_hub
+
+    monkeypatch.setenv("DANLU_TRACKING_DISABLED", "1")
+    # Both libraries read HF_HUB_OFFLINE at import: set what they consult at call time.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    monkeypatch.chdir(tmp_path)

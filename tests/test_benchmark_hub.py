@@ -30,15 +30,8 @@ pytestmark = needs_benchmarks
 
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path):
-    import datasets
-    import huggingface_hub
-
-    monkeypatch.setenv("DANLU_TRACKING_DISABLED", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
-    monkeypatch.chdir(tmp_path)
+def _offline(hub_offline):
+    """Every test here reads hub datasets from local directories only."""
 
 
 def _csv_rows(path: Path) -> list[dict]:

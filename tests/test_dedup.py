@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from workflow_utils import BENCHMARKS
 
-from danlu import dedup
+from danlu import dedup, progress
 from danlu.cli import main
 from danlu.config import DedupConfig, from_mapping, load_config
 from danlu.dedup import Block, dedup_file, dedup_text, shard_signatures, split_file
@@ -172,15 +172,15 @@ def test_lines_are_copied_only_when_already_canonical(tmp_path):
 def test_long_passes_log_records_per_second(tmp_path, monkeypatch, capsys):
     """Every pass over the records says how far it got and how fast while it
     runs (here at every clock check, every 1024 records), and when it ends."""
-    monkeypatch.setattr(dedup, "PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(progress, "PROGRESS_EVERY", 0.0)
     path = write(tmp_path / "in.jsonl", corpus(1100))
     dedup_file(path, None, cfg(), tmp_path / "out")
     split_file(tmp_path / "out" / "records.jsonl", cfg(), 1, tmp_path / "split")
-    err = capsys.readouterr().err
+    out = capsys.readouterr().out
     for label in ("dedup signatures", "dedup write", "split signatures", "split write"):
         line = rf"^{label}: [\d,]+ records in [\d.]+ s \([\d,]+ records/s\)"
-        assert re.search(line + "$", err, re.M), label  # while running
-        assert re.search(line + ", done$", err, re.M), label
+        assert re.search(line + "$", out, re.M), label  # while running
+        assert re.search(line + ", done$", out, re.M), label
 
 
 def _question(i: int, rng: np.random.Generator) -> dedup.BenchmarkItem:

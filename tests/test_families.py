@@ -2,7 +2,7 @@
 checkpoint's exact chat template (tests/fixtures/families/): the trained
 tokens of a multi-turn conversation are exactly the answers and their
 end-of-turn tokens, reasoning data keeps its thoughts where it should, and a
-few training steps, the merge and a GPTQ export run on every family."""
+few training steps, the merge and GPTQ and AWQ exports run on every family."""
 
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ def _records(n: int) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
-def test_train_merge_and_gptq_run_for_every_family(family, family_model, tmp_path, monkeypatch):
+def test_train_merge_gptq_and_awq_run_for_every_family(family, family_model, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
     from danlu.config import TrainConfig, from_mapping, load_config
@@ -186,18 +186,20 @@ def test_train_merge_and_gptq_run_for_every_family(family, family_model, tmp_pat
                            check_inputs=check)
     assert merged["max_abs_diff"] <= merged["tolerance"]
 
-    quantized = quantize_model(tmp_path / "merged", tmp_path / "gptq", method="gptq",
-                               calibration_texts=calibration_texts(records, tokenizer, 8, 0),
-                               tokenizer=tokenizer, max_seq_length=128,
-                               val_examples=read_gate_examples(tmp_path / "lengths" / "val", 4, 128))
-    assert quantized["top1_agreement"] is not None
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "gptq")
-    saved = json.loads((tmp_path / "gptq" / "config.json").read_text())
-    assert saved["quantization_config"]["quant_method"] == "compressed-tensors"
-    assert type(model).__name__ == json.loads((model_dir / "config.json").read_text())[
-        "architectures"][0]
-    with torch.inference_mode():
-        logits = model(input_ids=torch.tensor([check[0]])).logits
-    assert torch.isfinite(logits).all()
-    # The exports ship the family's own template, byte for byte.
-    assert load_tokenizer(tmp_path / "gptq").chat_template == tokenizer.chat_template
+    for method in ("gptq", "awq"):  # GLM-4's fused gate_up_proj needs its own AWQ mapping
+        quantized = quantize_model(
+            tmp_path / "merged", tmp_path / method, method=method,
+            calibration_texts=calibration_texts(records, tokenizer, 8, 0), tokenizer=tokenizer,
+            max_seq_length=128,
+            val_examples=read_gate_examples(tmp_path / "lengths" / "val", 4, 128))
+        assert quantized["top1_agreement"] is not None
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / method)
+        saved = json.loads((tmp_path / method / "config.json").read_text())
+        assert saved["quantization_config"]["quant_method"] == "compressed-tensors"
+        assert type(model).__name__ == json.loads((model_dir / "config.json").read_text())[
+            "architectures"][0]
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([check[0]])).logits
+        assert torch.isfinite(logits).all()
+        # The exports ship the family's own template, byte for byte.
+        assert load_tokenizer(tmp_path / method).chat_template == tokenizer.chat_template

@@ -20,16 +20,8 @@ ALPACA = [{"instruction": f"问题{i}：什么是第{i}种债券？", "input": "
 
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path):
-    import datasets
-    import huggingface_hub
-
-    monkeypatch.setenv("DANLU_TRACKING_DISABLED", "1")
-    # Both libraries read HF_HUB_OFFLINE at import: set what they consult at call time.
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
-    monkeypatch.chdir(tmp_path)
+def _offline(hub_offline):
+    """Every test here reads hub datasets from local directories only."""
 
 
 def hub_repo(root: Path, splits: dict[str, list[dict]], subset: str | None = None) -> Path:

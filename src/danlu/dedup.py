@@ -50,40 +50,10 @@ from danlu.minhash import (
     signatures,
     sorted_unique,
 )
+from danlu.progress import Progress
 from danlu.records import dumps
 
 SIG_BATCH = 2048  # records per batch: bounded memory, whatever the corpus
-PROGRESS_EVERY = 5.0  # seconds between progress lines in a job's log
-
-
-class Progress:
-    """Records done and records/s on stderr (the job's log) every `every`
-    seconds while a pass over the records runs, and once when it ends."""
-
-    def __init__(self, label: str, every: float | None = None):
-        self.label, self.count, self.check_at = label, 0, 0
-        self.every = PROGRESS_EVERY if every is None else every
-        self.start = self.last = time.monotonic()
-
-    def add(self, records: int) -> None:
-        self.count += records
-        if self.count < self.check_at:  # the clock is read every 1024 records
-            return
-        self.check_at = self.count + 1024
-        now = time.monotonic()
-        if now - self.last >= self.every:
-            self.last = now
-            self._log(now, "")
-
-    def done(self) -> None:
-        self._log(time.monotonic(), ", done")
-
-    def _log(self, now: float, tail: str) -> None:
-        took = now - self.start
-        print(f"{self.label}: {self.count:,} records in {took:.1f} s "
-              f"({self.count / max(took, 1e-9):,.0f} records/s){tail}", file=sys.stderr, flush=True)
-
-
 def dedup_text(record: dict, include_system: bool = False) -> str:
     """What two records are compared on: their user and assistant turns."""
     return "\n".join(m["content"] for m in record["messages"]

@@ -14,8 +14,9 @@ PROGRESS_EVERY = 5.0  # seconds between progress lines
 class Progress:
     """Call `add(n)` as records are done and `done()` at the end."""
 
-    def __init__(self, label: str, every: float = PROGRESS_EVERY):
-        self.label, self.every, self.count, self.check_at = label, every, 0, 0
+    def __init__(self, label: str, every: float | None = None):
+        self.label, self.count, self.check_at = label, 0, 0
+        self.every = PROGRESS_EVERY if every is None else every
         self.start = self.last = time.monotonic()
 
     def add(self, records: int = 1) -> None:

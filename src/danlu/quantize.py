@@ -189,9 +189,23 @@ def _exp(x: float) -> float:
         return math.inf
 
 
+# AWQ smoothing for architectures llm-compressor has no mapping for and whose
+# layer names its default (Llama) mapping does not fit. GLM-4 (GlmForCausalLM,
+# the -hf checkpoints; Glm4ForCausalLM, GLM-4-0414) keeps q/k/v apart but fuses
+# gate and up into gate_up_proj, like Phi-3, whose mapping this follows.
+AWQ_MAPPINGS = {
+    arch: [("re:.*input_layernorm$", ["re:.*q_proj$", "re:.*k_proj$", "re:.*v_proj$"]),
+           ("re:.*v_proj$", ["re:.*o_proj$"]),
+           ("re:.*post_attention_layernorm$", ["re:.*gate_up_proj$"]),
+           ("re:.*gate_up_proj$", ["re:.*down_proj$"])]
+    for arch in ("GlmForCausalLM", "Glm4ForCausalLM")
+}
+
+
 def build_recipe(method: str, scheme: str, group_size: int, ignore: Sequence[str],
-                 dampening_frac: float) -> list:
-    """llm-compressor modifiers for `method`, weights in groups of `group_size`."""
+                 dampening_frac: float, architecture: str | None = None) -> list:
+    """llm-compressor modifiers for `method`, weights in groups of `group_size`
+    (`architecture`, the model's class name, picks AWQ's layer mappings)."""
     from compressed_tensors.quantization import (
         QuantizationStrategy,
         is_preset_scheme,
@@ -214,8 +228,14 @@ def build_recipe(method: str, scheme: str, group_size: int, ignore: Sequence[str
     if method == "gptq":
         return [GPTQModifier(config_groups=config_groups, ignore=list(ignore),
                              dampening_frac=dampening_frac)]
-    return [AWQModifier(),  # mappings inferred from the architecture (Llama, Qwen2, ...)
-            QuantizationModifier(config_groups=config_groups, ignore=list(ignore))]
+    if architecture in AWQ_MAPPINGS:
+        from llmcompressor.modifiers.transform.awq import AWQMapping
+
+        awq = AWQModifier(mappings=[AWQMapping(smooth, balance)
+                                    for smooth, balance in AWQ_MAPPINGS[architecture]])
+    else:
+        awq = AWQModifier()  # mappings inferred from the architecture (Llama, Qwen2, ...)
+    return [awq, QuantizationModifier(config_groups=config_groups, ignore=list(ignore))]
 
 
 @contextlib.contextmanager
@@ -347,10 +367,11 @@ def quantize_model(model_dir, out_dir, *, method: str, calibration_texts: list[s
     from llmcompressor import oneshot
     from transformers import AutoModelForCausalLM
 
-    recipe = build_recipe(method, scheme, group_size, ignore, dampening_frac)
+    model_dir = Path(model_dir)
+    architecture = (_architectures(model_dir) or [None])[0]
+    recipe = build_recipe(method, scheme, group_size, ignore, dampening_frac, architecture)
     if not calibration_texts:
         raise QuantizeError("no calibration texts")
-    model_dir = Path(model_dir)
     check_group_size(model_dir, group_size, ignore, trust_remote_code)
 
     # The chat template already wrote every special token; adding BOS again
@@ -402,3 +423,12 @@ def quantize_model(model_dir, out_dir, *, method: str, calibration_texts: list[s
         "top1_agreement": gate["top1_agreement"] if gate else None,
         "gate": gate,
     }
+
+
+def _architectures(model_dir: Path) -> list[str]:
+    import json
+
+    config = model_dir / "config.json"
+    if not config.is_file():
+        return []
+    return json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
