@@ -11,11 +11,11 @@ of records it is scored on."""
 from __future__ import annotations
 
 import json
-import random
 import shutil
 
 import pytest
 import torch
+from workflow_utils import finance_records
 
 from danlu.cli import main
 from danlu.config import from_mapping, load_config
@@ -49,18 +49,7 @@ def one_thread():
 
 
 def _records(n: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    topics = ["养老金", "基金定投", "最大回撤", "信用卡分期", "国债", "汇率", "ETF", "房贷利率"]
-    records = []
-    for i in range(n):
-        topic, amount = rng.choice(topics), rng.randint(1000, 99999)
-        rate, years, result = rng.randint(2, 9), rng.randint(1, 30), rng.randint(1000, 99999)
-        records.append({"id": f"s{seed}-{i}", "messages": [
-            {"role": "user", "content": f"请解释{topic}，第{i}个问题：金额{amount}元。"},
-            {"role": "assistant",
-             "content": f"{topic}要看期限和风险。按{rate}%估算，{years}年后约为{result}元。"},
-        ]})
-    return records
+    return finance_records(n, seed, id_prefix=f"s{seed}-")
 
 
 TRAIN, VAL = _records(32, seed=7), _records(8, seed=8)

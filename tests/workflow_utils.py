@@ -197,3 +197,22 @@ def audited_run_at(base: Path):
         shutil.rmtree(base)  # a build cut short: start again
     run.root.mkdir(parents=True)
     return build_audited_run(run.root, base / "earlier")
+
+
+def finance_records(n: int, seed: int, id_prefix: str = "r") -> list[dict]:
+    """Seeded single-turn finance Q&A records in canonical form (quantisation
+    calibration and gate tests)."""
+    import random
+
+    rng = random.Random(seed)
+    topics = ["养老金", "基金定投", "最大回撤", "信用卡分期", "国债", "汇率", "ETF", "房贷利率"]
+    records = []
+    for i in range(n):
+        topic, amount = rng.choice(topics), rng.randint(1000, 99999)
+        rate, years, result = rng.randint(2, 9), rng.randint(1, 30), rng.randint(1000, 99999)
+        records.append({"id": f"{id_prefix}{i}", "messages": [
+            {"role": "user", "content": f"请解释{topic}，第{i}个问题：金额{amount}元。"},
+            {"role": "assistant",
+             "content": f"{topic}要看期限和风险。按{rate}%估算，{years}年后约为{result}元。"},
+        ]})
+    return records
