@@ -81,7 +81,10 @@ _SPECIAL = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>")
 class Corpus:
     """Seeded generator of raw alpaca lines (JSON text, one record each)."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, zh_share: float | None = None):
+        # zh_share: the Chinese share of the prose (bench_data's flag); None
+        # keeps this script's own mix (0.45 of all pieces Chinese, 0.35 English).
+        self.zh_share = zh_share
         self.rng = random.Random(seed)
         self.hanzi = [chr(c) for c in self.rng.sample(range(0x4E00, 0x9FA6), 2500)]
 
@@ -144,7 +147,9 @@ class Corpus:
         size = 0
         while size < target:
             pick = r.random()
-            if pick < 0.45:
+            if pick < 0.8 and self.zh_share is not None:
+                piece = self.zh() if r.random() < self.zh_share else self.en()
+            elif pick < 0.45:
                 piece = self.zh()
             elif pick < 0.8:
                 piece = self.en()

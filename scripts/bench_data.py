@@ -82,48 +82,11 @@ DT_LANGUAGE = "cmn_Hani"
 
 
 def corpus_class():
-    """bench_clean's generator, with the language mix as a parameter."""
+    """bench_clean's generator (the language mix is its zh_share)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_clean import Corpus
 
-    class MixedCorpus(Corpus):
-        def __init__(self, seed: int, zh_share: float):
-            super().__init__(seed)
-            self.zh_share = zh_share
-
-        def text(self, target: int) -> str:
-            # bench_clean's pieces: 80% prose (here zh_share of it Chinese), then
-            # full-width words, odd characters, PII and code as there.
-            r, out, size = self.rng, [], 0
-            while size < target:
-                pick = r.random()
-                if pick < 0.8:
-                    piece = self.zh() if r.random() < self.zh_share else self.en()
-                elif pick < 0.88:
-                    piece = r.choice(_fullwidth_words())
-                elif pick < 0.93:
-                    piece = r.choice(_odd_bits())
-                elif pick < 0.98:
-                    piece = self.pii()
-                else:
-                    piece = self.code()
-                out.append(piece)
-                size += len(piece)
-            return "".join(out)
-
-    return MixedCorpus
-
-
-def _fullwidth_words():
-    from bench_clean import _FULLWIDTH_WORDS
-
-    return _FULLWIDTH_WORDS
-
-
-def _odd_bits():
-    from bench_clean import _ODD_BITS
-
-    return _ODD_BITS
+    return Corpus
 
 
 def near_copy(line: str, rng: random.Random) -> str | None:
