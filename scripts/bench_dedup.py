@@ -201,13 +201,20 @@ def run_datasketch(texts: list[str], params: minhash.MinHashParams, hashfunc=Non
     with lsh.insertion_session() as session:
         for i, m in enumerate(sketches):
             session.insert(i, m, check_duplication=False)
+    pairs = _confirmed_pairs(lsh, sketches, params.threshold)
+    phases = {"shingle_sign_s": t1 - t0, "lsh_confirm_s": time.perf_counter() - t1}
+    return pairs, len(sketches), phases
+
+
+def _confirmed_pairs(lsh, sketches: list, threshold: float) -> set[tuple[int, int]]:
+    """Each candidate pair an LSH index returns, kept when its estimated Jaccard
+    reaches the threshold (datasketch's and rensa's query and jaccard read alike)."""
     pairs = set()
     for i, m in enumerate(sketches):
         for j in lsh.query(m):
-            if j > i and m.jaccard(sketches[j]) >= params.threshold:
+            if j > i and m.jaccard(sketches[j]) >= threshold:
                 pairs.add((i, j))
-    phases = {"shingle_sign_s": t1 - t0, "lsh_confirm_s": time.perf_counter() - t1}
-    return pairs, len(sketches), phases
+    return pairs
 
 
 def run_rensa(texts: list[str], params: minhash.MinHashParams):
@@ -225,11 +232,7 @@ def run_rensa(texts: list[str], params: minhash.MinHashParams):
     lsh = RMinHashLSH(threshold=params.threshold, num_perm=params.num_perm, num_bands=RENSA_BANDS)
     for i, m in enumerate(sketches):
         lsh.insert(i, m)
-    pairs = set()
-    for i, m in enumerate(sketches):
-        for j in lsh.query(m):
-            if j > i and m.jaccard(sketches[j]) >= params.threshold:
-                pairs.add((i, j))
+    pairs = _confirmed_pairs(lsh, sketches, params.threshold)
     phases = {"shingle_sign_s": t1 - t0, "lsh_confirm_s": time.perf_counter() - t1}
     return pairs, len(sketches), phases
 
