@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from workflow_utils import merge_config
 
 from danlu.cli import main as danlu_main
 from danlu.config import ConfigError, load_config, load_schema
@@ -30,16 +31,6 @@ def _schema_keys(node: dict, path: str = ""):
     for key in ("items", "additionalProperties"):
         if isinstance(node.get(key), dict):
             yield from _schema_keys(node[key], f"{path}*." if key != "items" else path)
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    """What `snakemake --configfile` does: mappings merge key by key, the rest is replaced."""
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 def test_every_schema_key_has_type_default_and_description():
@@ -87,7 +78,7 @@ def test_no_demo_setting_leaks_into_an_example(path):
     every key the demo sets, or it trains with the demo's values."""
     demo = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
     example = yaml.safe_load(path.read_text(encoding="utf-8"))
-    merged = load_config_from(_merge(copy.deepcopy(demo), example))
+    merged = load_config_from(merge_config(copy.deepcopy(demo), example))
     assert merged == load_config_from(example)
 
 

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import yaml
+from workflow_utils import merge_config
 
 from danlu.config import validate_config
 
@@ -25,20 +26,11 @@ def _blocks(text: str, lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", text, re.S)
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
 def test_bring_your_own_config_validates_and_sets_every_demo_key():
     (config_text,) = _blocks(_section("Bring your own model and data"), "yaml")
     mine = yaml.safe_load(config_text)
     demo = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
-    merged = validate_config(_merge(copy.deepcopy(demo), mine))
+    merged = validate_config(merge_config(copy.deepcopy(demo), mine))
     assert merged == validate_config(copy.deepcopy(mine))
     assert merged["benchmarks"]["path"] is None and merged["lengths"]["enable_thinking"] is True
     kinds = {"hub" if d["hf_hub_url"] else "file" for d in merged["datasets"]}

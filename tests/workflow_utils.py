@@ -58,7 +58,7 @@ def make_project(root: Path, datasets: list[dict], extra_config: dict | None = N
         "benchmarks": {"path": str(BENCHMARKS)},
         "tracking": {"experiment": "test"},
     }
-    _merge(config, extra_config or {})
+    merge_config(config, extra_config or {})
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), "utf-8")
     return root
 
@@ -69,7 +69,7 @@ def edited_config(root: Path, changes: dict):
     path = root / "config" / "config.yaml"
     original = path.read_text(encoding="utf-8")
     config = yaml.safe_load(original)
-    _merge(config, changes)
+    merge_config(config, changes)
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     try:
         yield
@@ -77,12 +77,15 @@ def edited_config(root: Path, changes: dict):
         path.write_text(original, encoding="utf-8")
 
 
-def _merge(base: dict, extra: dict) -> None:
+def merge_config(base: dict, extra: dict) -> dict:
+    """What `snakemake --configfile` does: mappings merge key by key, the rest is
+    replaced. Merges into `base` and returns it."""
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
+            merge_config(base[key], value)
         else:
             base[key] = value
+    return base
 
 
 def _corpus_text() -> str:
