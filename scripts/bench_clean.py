@@ -208,10 +208,10 @@ def _worker_pure(corpus: Path, repeat: int) -> dict:
     from collections import Counter
 
     import danlu
-    from danlu.clean import clean_messages
     from danlu.config import CleanConfig, from_mapping, load_config
-    from danlu.records import FieldMap, RecordError, to_messages
-    from danlu.text import cjk_share, detect_language, non_text_share
+    from danlu.data.clean import clean_messages
+    from danlu.data.records import FieldMap, RecordError, to_messages
+    from danlu.data.text import cjk_share, detect_language, non_text_share
 
     cfg = from_mapping(CleanConfig, load_config(None)["clean"])
     unmasked = from_mapping(CleanConfig, {**load_config(None)["clean"], "mask_pii": False})
@@ -254,8 +254,8 @@ def _pure_pass(raws: list, cfg) -> tuple:
     """to_messages + clean_messages + dumps on every record: (digest, PII counts)."""
     from collections import Counter
 
-    from danlu.clean import clean_messages
-    from danlu.records import FieldMap, RecordError, dumps, to_messages
+    from danlu.data.clean import clean_messages
+    from danlu.data.records import FieldMap, RecordError, dumps, to_messages
 
     digest, pii, fields = hashlib.sha256(), Counter(), FieldMap()
     for raw in raws:

@@ -7,7 +7,7 @@ planted near-duplicate pairs at several Jaccard levels and runs four arms on
 one core, in this process, on exactly the same documents (each arm must sign
 every one of them: checked, and their sha256 is in the JSON):
 
-  danlu              danlu.minhash: numpy signatures over batches (its own fast
+  danlu              danlu.data.minhash: numpy signatures over batches (its own fast
                      32-bit shingle hash), LSH with datasketch's bands and rows
   datasketch_sha1    datasketch as documented: MinHash.bulk with its default
                      hash (sha1_hash32), MinHashLSH insertion session + query
@@ -17,7 +17,7 @@ every one of them: checked, and their sha256 is in the JSON):
                      shingles, RMinHashLSH(threshold, num_perm, num_bands=16)
                      insert + query (rensa needs bands dividing num_perm)
 
-Every arm gets the same shingles (danlu.minhash.shingles: 5-character n-grams
+Every arm gets the same shingles (danlu.data.minhash.shingles: 5-character n-grams
 of Chinese and mixed text, 3-word n-grams of Latin text; the Python arms get
 them as strings, datasketch as UTF-8 bytes), 128 permutations, and keeps the
 LSH candidate pairs whose estimated Jaccard is >= 0.8. Each arm runs once on
@@ -52,7 +52,7 @@ from importlib import metadata  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from danlu import minhash  # noqa: E402
+from danlu.data import minhash  # noqa: E402
 
 LEVELS = (0.95, 0.9, 0.85, 0.7)  # planted pairs' target Jaccard; 0.7 is below threshold
 DOC_CHARS = 1200
@@ -157,7 +157,7 @@ WARM_DOCS = 300  # documents each arm runs on first, untimed
 RENSA_BANDS = 16  # rensa's README example; it requires bands dividing num_perm
 
 ARMS = {
-    "danlu": "danlu.minhash: numpy signatures over batches (own fast 32-bit shingle hash), "
+    "danlu": "danlu.data.minhash: numpy signatures over batches (own fast 32-bit shingle hash), "
     "LSH with datasketch's bands",
     "datasketch_sha1": "datasketch MinHash.bulk (default sha1_hash32) + MinHashLSH",
     "datasketch_xxhash": "datasketch MinHash.bulk(hashfunc=xxhash.xxh32_intdigest) + MinHashLSH",

@@ -118,7 +118,7 @@ def write_corpus(out_dir: Path, benchmarks_root: Path) -> Path:
 
 def build_demo_model(out_dir: Path, benchmarks_root: Path) -> Path:
     """The project's demo Llama (default shape) in a temporary directory."""
-    from danlu.demo import build_demo_model as build
+    from danlu.model.demo import build_demo_model as build
 
     build(out_dir / "model", write_corpus(out_dir, benchmarks_root))
     return out_dir / "model"
@@ -141,7 +141,7 @@ def build_qwen2_0_5b(out_dir: Path, benchmarks_root: Path):
     import torch
     from transformers import Qwen2ForCausalLM
 
-    from danlu.demo import train_tokenizer
+    from danlu.model.demo import train_tokenizer
 
     tokenizer = train_tokenizer(write_corpus(out_dir, benchmarks_root), 6144)
     tokenizer.model_max_length = QWEN2_0_5B["max_position_embeddings"]
@@ -233,8 +233,8 @@ def run_lm_eval(lm, manager, tasks: dict, args, limit: int, rewrite: bool = Fals
 def run_danlu(model, tokenizer, config, root: Path, out_dir: Path) -> list:
     """What danlu's evaluate_model does (load, score, write its report files),
     keeping the per-question results for the comparison."""
-    from danlu.eval_report import write_outputs
-    from danlu.evaluate import config_facts, load_selected, score_subjects
+    from danlu.evaluation.evaluate import config_facts, load_selected, score_subjects
+    from danlu.evaluation.report import write_outputs
 
     data = [s for subjects in load_selected(config, root).values() for s in subjects]
     results = score_subjects(model, tokenizer, data, config)
@@ -260,7 +260,7 @@ def compare(results: list, theirs: dict) -> tuple[int, int, float]:
 
 
 def select_subjects(args) -> list[tuple[str, str]]:
-    from danlu.benchmarks import load_subjects
+    from danlu.evaluation.benchmarks import load_subjects
 
     return [
         (b, s)
@@ -271,7 +271,7 @@ def select_subjects(args) -> list[tuple[str, str]]:
 
 def lm_eval_tasks(subjects, root: Path, cache_dir: Path) -> dict:
     """{task name: (task dict, (benchmark, subject))}, to read the samples back by."""
-    from danlu.lm_eval_reference import lm_eval_task
+    from danlu.evaluation.lm_eval_reference import lm_eval_task
 
     tasks = {}
     for benchmark, subject in subjects:
@@ -285,7 +285,7 @@ def time_sides(args, model, tokenizer, subjects, tmp: Path) -> dict:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from danlu.evaluate import EvalConfig
+    from danlu.evaluation.evaluate import EvalConfig
 
     clock = ForwardClock(model)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size)

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from stdnum import luhn  # noqa: E402
 
-from danlu.pii import PII_TYPES, PLACEHOLDERS, id_check_char, mask_pii  # noqa: E402
+from danlu.data.pii import PII_TYPES, PLACEHOLDERS, id_check_char, mask_pii  # noqa: E402
 
 # ---------------------------------------------------------------- spelling helpers
 

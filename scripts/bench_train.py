@@ -7,7 +7,7 @@
                    (`group_by_length=True`, in transformers 5
                    `train_sampling_strategy="group_by_length"`): the padding cure any
                    Trainer user has at hand;
-  danlu            danlu.train: the same base and LoRA, padding-free packing, no KV
+  danlu            danlu.model.train: the same base and LoRA, padding-free packing, no KV
                    cache in training, Liger kernels where available.
 
 All arms train on the same examples for the same number of optimizer steps (one
@@ -40,7 +40,7 @@ import numpy as np
 
 ARMS = ("baseline", "group_by_length", "danlu")
 SHAPES = {
-    # the demo model's shape (src/danlu/demo.py)
+    # the demo model's shape (src/danlu/model/demo.py)
     "demo": dict(
         vocab_size=6144,
         hidden_size=256,
@@ -64,7 +64,7 @@ SHAPES = {
 def model_shape(name: str) -> dict:
     if name in SHAPES:
         return SHAPES[name]
-    from danlu.estimate import SHAPES as KNOWN
+    from danlu.model.estimate import SHAPES as KNOWN
 
     return KNOWN[name]
 
@@ -191,7 +191,7 @@ def run_arm(arm: str, model_dir: str, examples: list[dict], args, queue) -> None
     import torch
     from transformers import Trainer
 
-    from danlu.train import (
+    from danlu.model.train import (
         _trainer_classes,
         attach_lora,
         load_base,

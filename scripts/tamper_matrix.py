@@ -28,7 +28,7 @@ def main() -> int:
     from tamper import Stash, audited_targets, run_matrix
     from workflow_utils import audited_run_at
 
-    from danlu.verify import verify
+    from danlu.audit.verify import verify
 
     base = args.keep or Path(tempfile.mkdtemp(prefix="danlu-tamper-"))
     if not (base / "project").is_dir():

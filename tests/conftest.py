@@ -35,7 +35,7 @@ def _tokenizer_corpus() -> str:
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random-weight Llama (2 layers, 128 wide) with a byte-level BPE
     tokenizer, saved as an ordinary Hugging Face directory."""
-    from danlu.demo import DemoModelShape, build_demo_model
+    from danlu.model.demo import DemoModelShape, build_demo_model
 
     root = tmp_path_factory.mktemp("tiny_model")
     corpus = root / "corpus.txt"

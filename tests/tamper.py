@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from danlu.verify import verify
+from danlu.audit.verify import verify
 
 ATTACKS = ("flip one byte", "delete", "truncate", "earlier version")
 
@@ -259,7 +259,7 @@ def audited_targets(run, other_key_dir: Path) -> list:
         return FileTarget(kind, path, snap(root, other), why)
 
     def other_public_key() -> bytes:
-        from danlu.signing import ensure_key_pair
+        from danlu.audit.signing import ensure_key_pair
 
         return ensure_key_pair(other_key_dir)[1].read_bytes()
 
@@ -318,7 +318,7 @@ def audited_targets(run, other_key_dir: Path) -> list:
 
 def fingerprint(root: Path) -> dict[str, tuple[str, int]]:
     """sha256 and mtime of every file of the project, to show all was put back."""
-    from danlu.manifest import sha256_file
+    from danlu.audit.manifest import sha256_file
 
     return {p.relative_to(root).as_posix(): (sha256_file(p), p.stat().st_mtime_ns)
             for p in sorted(root.rglob("*")) if p.is_file() and ".snakemake" not in p.parts}

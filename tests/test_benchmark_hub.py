@@ -17,11 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 from workflow_utils import BENCHMARKS, needs_benchmarks
 
-from danlu import benchmarks
-from danlu.benchmarks import Source, find_source, layout, load_benchmark, load_subjects
 from danlu.cli import main
-from danlu.evaluate import EvalConfig, load_selected
-from danlu.records import dumps
+from danlu.data.records import dumps
+from danlu.evaluation import benchmarks
+from danlu.evaluation.benchmarks import Source, find_source, layout, load_benchmark, load_subjects
+from danlu.evaluation.evaluate import EvalConfig, load_selected
 
 SUBJECTS = {"ceval": ["accountant", "college_physics"], "cmmlu": ["agronomy", "arts"]}
 SPLITS = {"ceval": ["dev", "val", "test"], "cmmlu": ["dev", "test"]}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from workflow_utils import BENCHMARKS, needs_benchmarks  # noqa: E402
 
-from danlu.benchmarks import (
+from danlu.evaluation.benchmarks import (
     BenchmarkError,
     Question,
     lm_eval_question,

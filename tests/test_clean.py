@@ -4,10 +4,10 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from danlu.clean import _any_of, clean_files, clean_messages, combine_parts
 from danlu.cli import main
 from danlu.config import CleanConfig, DatasetSpec, from_mapping, load_config
-from danlu.records import FieldMap, RecordError, dumps, to_messages
+from danlu.data.clean import _any_of, clean_files, clean_messages, combine_parts
+from danlu.data.records import FieldMap, RecordError, dumps, to_messages
 
 PHONE = "13912345678"
 
@@ -205,14 +205,14 @@ HOLD_OUT = [
 
 def canonical(value: str) -> str:
     """A value as matching sees it, less separators: what must appear nowhere."""
-    from danlu.text import fold_for_matching
+    from danlu.data.text import fold_for_matching
 
     folded = fold_for_matching(value)[0]
     return folded if "@" in folded else folded.replace(" ", "").replace("-", "").upper()
 
 
 def leaks(path, values) -> list[str]:
-    from danlu.text import fold_for_matching
+    from danlu.data.text import fold_for_matching
 
     text = fold_for_matching(path.read_text("utf-8"))[0]
     squeezed = text.replace(" ", "").replace("-", "").upper()

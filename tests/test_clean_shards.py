@@ -11,8 +11,8 @@ import pytest
 from workflow_utils import make_project, snakemake
 
 from danlu.cli import main
-from danlu.readers import read_rows
-from danlu.shards import AUTO_SHARD_BYTES, Shard, plan_shards, read_shard
+from danlu.data.readers import read_rows
+from danlu.data.shards import AUTO_SHARD_BYTES, Shard, plan_shards, read_shard
 
 PHONE = "13912345678"
 OUTPUTS = ("records.jsonl", "rejects.jsonl", "stats.json")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from danlu.config import load_config
-from danlu.lengths import ExampleOptions, tokenize_splits
-from danlu.models import load_tokenizer
+from danlu.data.lengths import ExampleOptions, tokenize_splits
+from danlu.model.loading import load_tokenizer
 
 pytestmark = pytest.mark.slow
 

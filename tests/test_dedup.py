@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from workflow_utils import BENCHMARKS
 
-from danlu import dedup, progress
+from danlu import progress
 from danlu.cli import main
 from danlu.config import DedupConfig, from_mapping, load_config
-from danlu.dedup import Block, dedup_file, dedup_text, shard_signatures, split_file
-from danlu.minhash import signatures
-from danlu.records import dumps
+from danlu.data import dedup
+from danlu.data.dedup import Block, dedup_file, dedup_text, shard_signatures, split_file
+from danlu.data.minhash import signatures
+from danlu.data.records import dumps
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +80,7 @@ def test_planted_exact_near_and_invalid_lines_are_removed_with_reasons(tmp_path)
 
 @pytest.mark.skipif(not BENCHMARKS.is_dir(), reason="../shared/benchmarks not present")
 def test_copied_ceval_question_is_contaminated(tmp_path):
-    from danlu.demo import benchmark_leak_records
+    from danlu.model.demo import benchmark_leak_records
 
     leak = benchmark_leak_records(BENCHMARKS)[0]
     leaked = record(99, leak["instruction"], leak["output"])

@@ -7,7 +7,8 @@ import pytest
 import torch
 from workflow_utils import BENCHMARKS, needs_benchmarks  # noqa: E402
 
-from danlu.benchmarks import (
+from danlu.config import ConfigError
+from danlu.evaluation.benchmarks import (
     BenchmarkError,
     Question,
     Subject,
@@ -15,15 +16,7 @@ from danlu.benchmarks import (
     lm_eval_context,
     official_context,
 )
-from danlu.config import ConfigError
-from danlu.eval_report import (
-    QuestionResult,
-    category_table,
-    subject_table,
-    write_comparison,
-    write_outputs,
-)
-from danlu.evaluate import (
+from danlu.evaluation.evaluate import (
     EvalConfig,
     build_items,
     config_facts,
@@ -32,7 +25,14 @@ from danlu.evaluate import (
     load_selected,
     score_subjects,
 )
-from danlu.lm_eval_reference import lm_eval_task
+from danlu.evaluation.lm_eval_reference import lm_eval_task
+from danlu.evaluation.report import (
+    QuestionResult,
+    category_table,
+    subject_table,
+    write_comparison,
+    write_outputs,
+)
 
 # `high_school_physics` exists in both benchmarks: qualified names pick one.
 SUBJECTS = ("ceval/accountant", "ceval/high_school_physics", "cmmlu/agronomy", "cmmlu/college_law")

@@ -13,8 +13,8 @@ import pytest
 import torch
 from families import FAMILIES
 
-from danlu.lengths import IGNORE_INDEX, ExampleOptions, build_example, tokenize_splits
-from danlu.models import load_tokenizer
+from danlu.data.lengths import IGNORE_INDEX, ExampleOptions, build_example, tokenize_splits
+from danlu.model.loading import load_tokenizer
 
 SYSTEM = "你是一位谨慎的理财顾问。"
 QUESTIONS = ["什么是债券？", "How risky is a bond fund?"]
@@ -128,7 +128,7 @@ def test_enable_thinking_false_learns_answers_without_thoughts(family, family_mo
 
 
 def test_a_template_that_cannot_be_mapped_names_itself_and_the_turn(family_model):
-    from danlu.lengths import TemplateError
+    from danlu.data.lengths import TemplateError
 
     tokenizer = load_tokenizer(family_model("qwen2.5"))
     # Answers rendered in reverse order: no prompt of a turn leads into it.
@@ -154,11 +154,11 @@ def _records(n: int) -> list[dict]:
 def test_train_merge_gptq_and_awq_run_for_every_family(family, family_model, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
+    from danlu.audit.tracking import StageRun
     from danlu.config import TrainConfig, from_mapping, load_config
-    from danlu.merge import merge_adapter
-    from danlu.quantize import calibration_texts, quantize_model, read_gate_examples
-    from danlu.tracking import StageRun
-    from danlu.train import run_training
+    from danlu.model.merge import merge_adapter
+    from danlu.model.quantize import calibration_texts, quantize_model, read_gate_examples
+    from danlu.model.train import run_training
 
     monkeypatch.setenv("DANLU_TRACKING_DISABLED", "1")
     model_dir = family_model(family)

@@ -16,7 +16,7 @@ import pytest
 from families import build_family_model
 from workflow_utils import TINY_RUN, danlu, make_project, read_json, snakemake
 
-from danlu.manifest import combined_digest, sha256_file
+from danlu.audit.manifest import combined_digest, sha256_file
 
 pytestmark = pytest.mark.slow
 # What a user of these models deploys; base and merged are evaluated in test_verify's run.
@@ -66,7 +66,7 @@ def external_run(request, tmp_path_factory):
 def test_the_final_answers_thoughts_are_learnt(external_run):
     import datasets
 
-    from danlu.models import load_tokenizer
+    from danlu.model.loading import load_tokenizer
 
     tokenizer = load_tokenizer(external_run.model)
     train = datasets.load_from_disk(str(external_run.root / "results/lengths/train"))

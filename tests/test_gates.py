@@ -17,12 +17,12 @@ import pytest
 import torch
 from workflow_utils import finance_records
 
+from danlu.audit.export import ExportError, gate_lines, quality_gate, require_passed_gate
 from danlu.cli import main
 from danlu.config import from_mapping, load_config
-from danlu.export import ExportError, gate_lines, quality_gate, require_passed_gate
-from danlu.lengths import ExampleOptions, build_example, tokenize_splits
-from danlu.models import load_tokenizer
-from danlu.quantize import (
+from danlu.data.lengths import ExampleOptions, build_example, tokenize_splits
+from danlu.model.loading import load_tokenizer
+from danlu.model.quantize import (
     Gates,
     QualityGateError,
     QuantizeError,

@@ -130,12 +130,12 @@ def test_an_entry_is_a_file_or_a_hub_dataset(keys):
 def test_model_cards_and_provenance_name_the_hub_rows(tmp_path):
     """The card's data section (and the provenance materials built from it) list a
     hub dataset by its name at the commit read, with the rows digest."""
-    from danlu.export import pipeline_facts
+    from danlu.audit.export import pipeline_facts
 
     results = tmp_path / "results"
     part = results / "clean" / "parts" / "gpt4"
     part.mkdir(parents=True)
-    (part / "manifest.json").write_text(json.dumps({"inputs": [{"path": "src/danlu/hub.py",
+    (part / "manifest.json").write_text(json.dumps({"inputs": [{"path": "src/danlu/data/hub.py",
                                                                  "sha256": "c" * 64}]}))
     source = "hf://datasets/llamafactory/alpaca_gpt4_zh:train"
     facts = {"dataset": "gpt4", "records_in": 5, "records_kept": 5, "revision": "abc123",

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from danlu import lengths, train
-from danlu.lengths import (
+from danlu.data import lengths
+from danlu.data.lengths import (
     IGNORE_INDEX,
     CutoffRule,
     ExampleOptions,
@@ -16,8 +16,9 @@ from danlu.lengths import (
     tokenize_splits,
     truncate_example,
 )
-from danlu.models import load_tokenizer
-from danlu.records import FieldMap, to_messages
+from danlu.data.records import FieldMap, to_messages
+from danlu.model import train
+from danlu.model.loading import load_tokenizer
 
 RAW = {
     "alpaca": {"instruction": "计算利息", "input": "本金1000元，年利率3%", "output": "利息是30元。",
@@ -142,7 +143,7 @@ def test_training_uses_the_same_builder_and_truncation():
 
 
 def test_an_empty_split_is_one_line_naming_the_file(tmp_path, tokenizer):
-    from danlu.lengths import NoRecordsError
+    from danlu.data.lengths import NoRecordsError
 
     (tmp_path / "train.jsonl").write_text(json.dumps({"id": "a", "messages": [
         {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n")

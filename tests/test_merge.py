@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from danlu.merge import (
+from danlu.model.merge import (
     MergeCheckError,
     MergeError,
     adapter_mismatches,

@@ -1,4 +1,4 @@
-"""danlu.minhash: datasketch-identical signatures and LSH, found duplicates,
+"""danlu.data.minhash: datasketch-identical signatures and LSH, found duplicates,
 earliest-kept clusters, shard-independent signatures."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 from datasketch.hashfunc import sha1_hash32
 
-from danlu import minhash as mh
+from danlu.data import minhash as mh
 
 RNG_SEED = 20240601
 

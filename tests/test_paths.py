@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from danlu.manifest import (
+from danlu.audit.manifest import (
     build_manifest,
     combined_digest,
     describe_files,
@@ -40,7 +40,7 @@ AWKWARD = [
 def test_digest_tag_is_a_key_mlflow_accepts(path):
     from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, _validate_tag_name
 
-    from danlu.tracking import digest_tag, path_tag
+    from danlu.audit.tracking import digest_tag, path_tag
 
     for key in filter(None, (digest_tag("input", path), path_tag(digest_tag("input", path)))):
         _validate_tag_name(key)  # raises on what the store would refuse
@@ -48,7 +48,7 @@ def test_digest_tag_is_a_key_mlflow_accepts(path):
 
 
 def test_digest_tags_keep_project_paths_readable_and_others_apart():
-    from danlu.tracking import digest_tag, path_tag
+    from danlu.audit.tracking import digest_tag, path_tag
 
     key = digest_tag("output", "results/clean/records.jsonl")
     assert key == "danlu.sha256.output.results/clean/records.jsonl" and path_tag(key) is None
@@ -79,8 +79,8 @@ def _fake_manifest(paths):
 def test_digest_tags_round_trip_through_a_real_store(mlflow_store, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from danlu.tracking import StageRun, digest_tag, path_tag, recorded_digests
-    from danlu.verify import Report, check_mlflow
+    from danlu.audit.tracking import StageRun, digest_tag, path_tag, recorded_digests
+    from danlu.audit.verify import Report, check_mlflow
 
     manifest = _fake_manifest(AWKWARD)
     manifest_path = tmp_path / "m.manifest.json"
@@ -149,7 +149,7 @@ def test_outside_the_project_paths_are_absolute_and_resolved(layout, monkeypatch
 
 
 def test_verify_rehashes_an_external_input_where_it_lies(layout, monkeypatch):
-    from danlu.verify import Report, check_files
+    from danlu.audit.verify import Report, check_files
 
     monkeypatch.chdir(layout.root)
     data = layout.outside / "alp.jsonl"
@@ -193,7 +193,7 @@ def _fake_model(directory: Path) -> Path:
 
 
 def test_local_model_identity_is_its_files(tmp_path, monkeypatch):
-    from danlu.models import model_identity
+    from danlu.model.loading import model_identity
 
     monkeypatch.chdir(tmp_path)
     model = _fake_model(tmp_path / "models" / "tiny")
@@ -206,7 +206,7 @@ def test_local_model_identity_is_its_files(tmp_path, monkeypatch):
         "sha256": combined_digest({"path": n, "sha256": s} for n, s in files.items())}
     # Named with `~` (a quoted argument arrives unexpanded): the same model, found.
     from danlu.commands.common import model_inputs
-    from danlu.models import resolve_model_path
+    from danlu.model.loading import resolve_model_path
 
     monkeypatch.setenv("HOME", str(tmp_path))
     home = model_identity("~/models/tiny", None, resolve_model_path("~/models/tiny"))
@@ -233,9 +233,9 @@ def test_hub_model_identity_names_the_resolved_commit(tmp_path):
 
 
 def test_model_card_and_provenance_carry_the_identity(tmp_path):
-    from danlu.export import base_model_lines
-    from danlu.models import model_identity
-    from danlu.provenance import base_model_material, build_statement
+    from danlu.audit.export import base_model_lines
+    from danlu.audit.provenance import base_model_material, build_statement
+    from danlu.model.loading import model_identity
 
     commit = "b" * 40
     snapshot = _fake_model(tmp_path / "snapshots" / commit)

@@ -7,8 +7,8 @@ import pytest
 from stdnum import luhn
 from stdnum.cn import ric
 
-from danlu import text as T
-from danlu.pii import PLACEHOLDERS, find_pii, id_check_char, mask_pii, mask_value
+from danlu.data import text as T
+from danlu.data.pii import PLACEHOLDERS, find_pii, id_check_char, mask_pii, mask_value
 
 
 def make_id(body17: str) -> str:
@@ -172,7 +172,7 @@ def test_obfuscated_values_mask_like_the_plain_ones():
 
 def test_reported_order_number_does_not_crash_and_is_masked_as_an_id():
     # It passes the MOD 11-2 check and holds a real date (1909-12-09), so it is
-    # masked as an ID number: privacy first (see the danlu.pii docstring).
+    # masked as an ID number: privacy first (see the danlu.data.pii docstring).
     with pytest.raises(KeyError):
         ric.is_valid("625234190912097672")
     assert mask_pii("订单号625234190912097672是什么？") == ("订单号<ID_CARD>是什么？", {"id_card": 1})

@@ -18,7 +18,7 @@ from workflow_utils import REPO, SNAKEMAKE, make_project, read_json
 
 from danlu.cli import build_parser
 from danlu.config import load_schema
-from danlu.records import dumps
+from danlu.data.records import dumps
 
 ALPACA = [{"instruction": f"问题{i}：什么是第{i}种基金？", "input": "", "output": f"第{i}种基金的回答。"}
           for i in range(4)]

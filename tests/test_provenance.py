@@ -2,7 +2,7 @@
 
 import pytest
 
-from danlu.provenance import (
+from danlu.audit.provenance import (
     PREDICATE_TYPE,
     build_statement,
     check_statement,

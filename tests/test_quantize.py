@@ -8,9 +8,9 @@ import pytest
 import torch
 from workflow_utils import finance_records
 
-from danlu.lengths import build_example
-from danlu.models import load_tokenizer
-from danlu.quantize import (
+from danlu.data.lengths import build_example
+from danlu.model.loading import load_tokenizer
+from danlu.model.quantize import (
     QuantizeError,
     build_recipe,
     calibration_texts,

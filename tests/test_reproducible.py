@@ -7,7 +7,7 @@ import json
 import pytest
 from workflow_utils import TINY_RUN, make_project, snakemake
 
-from danlu.verify import find_manifests
+from danlu.audit.verify import find_manifests
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from workflow_utils import SNAKEMAKE, TINY_RUN, make_project, snakemake
 
-from danlu.manifest import sha256_file
+from danlu.audit.manifest import sha256_file
 
 BIN = Path(sys.executable).parent
 _CHARS = "股票债券基金利率贷款保险风险收益资产负债会计税务审计期权期货汇率通胀存款理财信托银行证券"

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from danlu.signing import (
+from danlu.audit.signing import (
     SignatureError,
     default_key_dir,
     ensure_key_pair,

@@ -11,7 +11,7 @@ import json
 import pytest
 from tamper import Saved, Stash, audited_targets, fingerprint, run_matrix
 
-from danlu.verify import verify
+from danlu.audit.verify import verify
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,8 @@ import unicodedata
 
 import pytest
 
-from danlu import text as T
-from danlu.text import detect_language, non_text_share, normalize_text
+from danlu.data import text as T
+from danlu.data.text import detect_language, non_text_share, normalize_text
 
 
 def test_nfc_and_fullwidth_letters_digits_but_not_chinese_punctuation():

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from danlu.audit.tracking import StageRun
 from danlu.config import TrainConfig, from_mapping, load_config
-from danlu.lengths import IGNORE_INDEX, ExampleOptions, tokenize_splits
-from danlu.models import load_tokenizer
-from danlu.tracking import StageRun
-from danlu.train import (
+from danlu.data.lengths import IGNORE_INDEX, ExampleOptions, tokenize_splits
+from danlu.model.loading import load_tokenizer
+from danlu.model.train import (
     COMPLETE_MARKER,
     attach_lora,
     load_base,
@@ -155,7 +155,7 @@ def test_packed_and_padded_batches_give_the_same_loss(arrow_dir, tiny_model_dir,
 
 
 def test_packed_rows_hold_every_example_once_within_the_row_bound():
-    from danlu.train import PackedRows
+    from danlu.model.train import PackedRows
 
     rng = torch.Generator().manual_seed(0)
     lengths = torch.randint(5, 300, (40,), generator=rng).tolist()
@@ -237,7 +237,7 @@ def test_nf4_weight_bytes_match_a_hand_calculation():
     plus its block constants, one fp32 absmax per 64 weights (0.5 bits), or
     with double quantisation an 8-bit absmax per 64 weights and one fp32 per
     256 blocks (8/64 + 32/16384 = 0.127 bits)."""
-    from danlu.estimate import Shape, estimate_memory
+    from danlu.model.estimate import Shape, estimate_memory
 
     shape = Shape(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                   num_attention_heads=32, num_key_value_heads=32, vocab_size=32000)

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from workflow_utils import danlu, snakemake
 
-from danlu import audit, tracking
+from danlu.audit import log as audit
+from danlu.audit import tracking
+from danlu.audit.verify import verify as verify_in_process
 from danlu.stage import run_stage
-from danlu.verify import verify as verify_in_process
 
 slow = pytest.mark.slow
 

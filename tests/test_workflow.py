@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from workflow_utils import TINY_RUN, edited_config, make_project, planned, read_json, snakemake
 
-from danlu.manifest import sha256_file
+from danlu.audit.manifest import sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ def test_clean_outputs_and_manifest_digests(project):
         f"results/clean/parts/{n}/manifest.json" for n in ("alp", "msg", "sg")]
     part = read_json(project / "results/clean/parts/alp/manifest.json")
     assert "data/alp.jsonl" in {e["path"] for e in part["inputs"]}
-    assert "src/danlu/clean.py" in {e["path"] for e in part["inputs"]}
+    assert "src/danlu/data/clean.py" in {e["path"] for e in part["inputs"]}
 
 
 def test_mlflow_parent_and_children_with_full_digests(project):
@@ -105,7 +105,7 @@ def test_editing_a_data_file_reruns_its_clean_job_and_downstream(project):
 
 
 def test_editing_clean_code_reruns_clean(project):
-    path = project / "src/danlu/clean.py"
+    path = project / "src/danlu/data/clean.py"
     original = path.read_text("utf-8")
     path.write_text(original + "\n# an edit\n", "utf-8")
     try:

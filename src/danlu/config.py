@@ -229,7 +229,7 @@ class DedupConfig:
     split_threshold: float
 
     def minhash(self, threshold: float | None = None):
-        from danlu.minhash import MinHashParams
+        from danlu.data.minhash import MinHashParams
 
         return MinHashParams(num_perm=self.num_perm, threshold=threshold or self.threshold,
                              char_ngram=self.char_ngram, word_ngram=self.word_ngram,

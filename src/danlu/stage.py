@@ -7,9 +7,9 @@ import numbers
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from danlu.audit import record_job
-from danlu.manifest import build_manifest, now, write_manifest
-from danlu.tracking import StageRun
+from danlu.audit.log import record_job
+from danlu.audit.manifest import build_manifest, now, write_manifest
+from danlu.audit.tracking import StageRun
 
 
 def numeric_items(stats: Mapping, prefix: str = "") -> dict[str, float]:

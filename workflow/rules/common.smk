@@ -8,11 +8,13 @@ import sys
 import time
 from pathlib import Path
 
-from danlu import audit, tracking
+from danlu.audit import log as audit
+
+from danlu.audit import tracking
 from danlu.code_inputs import command_code
-from danlu.models import local_model_dir
+from danlu.model.loading import local_model_dir
 from danlu.config import DatasetSpec, from_mapping, to_json, validate_config
-from danlu.shards import plan_shards
+from danlu.data.shards import plan_shards
 
 validate_config(config, schema=workflow.source_path("../schemas/config.schema.yaml"))
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 def cmd_audit(args) -> None:
     """Exports with model cards, signatures and the signed provenance statement."""
-    from danlu import audit, provenance, signing
-    from danlu.export import pipeline_facts, require_passed_gate, write_export
-    from danlu.manifest import code_version, now, rel, sha256_file
+    from danlu.audit import log as audit
+    from danlu.audit import provenance, signing
+    from danlu.audit.export import pipeline_facts, require_passed_gate, write_export
+    from danlu.audit.manifest import code_version, now, rel, sha256_file
     from danlu.outputs import write_json
     from danlu.stage import run_stage
 
@@ -77,7 +78,7 @@ def _version() -> str:
 
 
 def cmd_verify(args) -> None:
-    from danlu.verify import verify
+    from danlu.audit.verify import verify
 
     report = verify(Path(args.results), mlflow=not args.no_mlflow)
     if args.json:

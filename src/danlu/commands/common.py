@@ -25,7 +25,7 @@ def model_inputs(name: str) -> list[str]:
     """A local model directory is an input (its files hashed into the manifest,
     under their project-relative or absolute paths); a hub model lies in the
     user's cache, and model_facts identifies it instead."""
-    from danlu.models import local_model_dir
+    from danlu.model.loading import local_model_dir
 
     local = local_model_dir(name)
     return [] if local is None else [str(local)]
@@ -35,7 +35,7 @@ def model_facts(args, model_path: Path) -> dict:
     """The base model as a model job records it: as named, and its identity
     (models.model_identity: every file's sha256, one combined digest, the hub
     commit), which the model card and the provenance repeat."""
-    from danlu.models import model_identity
+    from danlu.model.loading import model_identity
 
     return {"base_model": args.model, "revision": args.revision,
             "base_model_identity": model_identity(args.model, args.revision, model_path)}

@@ -11,8 +11,8 @@ from danlu.config import DatasetSpec, from_mapping
 
 
 def cmd_clean(args) -> None:
-    from danlu.clean import clean_files
     from danlu.config import CleanConfig
+    from danlu.data.clean import clean_files
     from danlu.stage import run_stage
 
     params = stage_params(args, "clean")
@@ -57,7 +57,7 @@ def cmd_clean(args) -> None:
 
 def _shard(args, specs: list[DatasetSpec]):
     """The record range `--shard`/`--shards` asks for (None: the whole input)."""
-    from danlu.shards import Shard
+    from danlu.data.shards import Shard
 
     if args.shards == 1 and args.shard == 0:
         return None
@@ -78,7 +78,7 @@ def _dataset_spec(entry: dict) -> DatasetSpec:
 
 
 def cmd_combine(args) -> None:
-    from danlu.clean import combine_parts
+    from danlu.data.clean import combine_parts
     from danlu.stage import run_stage
 
     parts = [Path(p) for p in args.parts]
@@ -105,7 +105,7 @@ def cmd_combine(args) -> None:
 
 
 def cmd_demo_model(args) -> None:
-    from danlu.demo import DemoModelShape, build_demo_model
+    from danlu.model.demo import DemoModelShape, build_demo_model
     from danlu.outputs import atomic_dir
     from danlu.stage import run_stage
 
@@ -123,7 +123,7 @@ def cmd_demo_model(args) -> None:
 
 def benchmark_source(args, *, default_hub: bool):
     """The benchmarks a command reads (`--benchmarks`, `--benchmark-hub`), said in its log."""
-    from danlu.benchmarks import find_source, parse_hub_ids
+    from danlu.evaluation.benchmarks import find_source, parse_hub_ids
 
     source, why = find_source(args.benchmarks, parse_hub_ids(args.benchmark_hub),
                               default_hub=default_hub)
@@ -132,9 +132,9 @@ def benchmark_source(args, *, default_hub: bool):
 
 
 def cmd_demo_leak(args) -> None:
-    from danlu.demo import benchmark_leak_records
+    from danlu.data.records import dumps
+    from danlu.model.demo import benchmark_leak_records
     from danlu.outputs import atomic_outputs
-    from danlu.records import dumps
 
     out = Path(args.out)
     source = benchmark_source(args, default_hub=True)
@@ -147,7 +147,7 @@ def cmd_demo_leak(args) -> None:
 def _records_input(path: str) -> Path:
     """A canonical records.jsonl that exists, else exit 2 (the reader reports
     one that does not decode)."""
-    from danlu.readers import InputError
+    from danlu.data.readers import InputError
 
     p = Path(path)
     if not p.is_file():
@@ -157,7 +157,7 @@ def _records_input(path: str) -> Path:
 
 def cmd_dedup_signatures(args) -> None:
     from danlu.config import DedupConfig
-    from danlu.dedup import shard_signatures
+    from danlu.data.dedup import shard_signatures
     from danlu.stage import run_stage
 
     params = stage_params(args, "dedup")
@@ -179,7 +179,13 @@ def cmd_dedup_signatures(args) -> None:
 
 def cmd_dedup(args) -> None:
     from danlu.config import DedupConfig
-    from danlu.dedup import Block, ContaminationIndex, benchmark_items, dedup_file, shard_signatures
+    from danlu.data.dedup import (
+        Block,
+        ContaminationIndex,
+        benchmark_items,
+        dedup_file,
+        shard_signatures,
+    )
     from danlu.stage import run_stage
 
     params = stage_params(args, "dedup")
@@ -228,7 +234,7 @@ def _describe(benchmarks, cfg) -> str | None:
 
 def cmd_split(args) -> None:
     from danlu.config import DedupConfig
-    from danlu.dedup import split_file
+    from danlu.data.dedup import split_file
     from danlu.stage import run_stage
 
     params = stage_params(args, "dedup")

@@ -9,10 +9,10 @@ from danlu.commands.common import stage_params
 
 
 def cmd_evaluate(args) -> None:
+    from danlu.audit.manifest import combined_digest, describe_files
     from danlu.commands.data import benchmark_source
-    from danlu.evaluate import EvalConfig, evaluate_model
-    from danlu.manifest import combined_digest, describe_files
-    from danlu.models import load_model, load_tokenizer, local_model_dir, resolve_model_path
+    from danlu.evaluation.evaluate import EvalConfig, evaluate_model
+    from danlu.model.loading import load_model, load_tokenizer, local_model_dir, resolve_model_path
     from danlu.outputs import write_json
     from danlu.stage import run_stage
 
@@ -43,8 +43,8 @@ def cmd_evaluate(args) -> None:
         stats = evaluate_model(model, tokenizer, cfg, benchmarks_root=source.root,
                                out_dir=out, model_digest=digest)
         if args.val:
-            from danlu.perplexity import perplexity
-            from danlu.train import prepare_split
+            from danlu.evaluation.perplexity import perplexity
+            from danlu.model.train import prepare_split
 
             cutoff = json.loads(Path(args.cutoff).read_text(encoding="utf-8"))
             val = prepare_split(Path(args.val), int(cutoff["cutoff_len"]), cutoff["overlength"])
@@ -71,7 +71,7 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_eval_compare(args) -> None:
-    from danlu.eval_report import write_comparison
+    from danlu.evaluation.report import write_comparison
     from danlu.stage import run_stage
 
     summaries = {Path(p).parent.name: json.loads(Path(p).read_text(encoding="utf-8"))

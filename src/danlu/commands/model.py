@@ -8,13 +8,13 @@ from pathlib import Path
 
 from danlu.commands.common import UsageError, model_facts, model_inputs, stage_params
 from danlu.config import from_mapping, load_config
-from danlu.models import ModelError
+from danlu.model.loading import ModelError
 
 
 def cmd_tokenize(args) -> None:
     from danlu.config import LengthsConfig
-    from danlu.lengths import ExampleOptions, tokenize_splits
-    from danlu.models import load_tokenizer, resolve_model_path
+    from danlu.data.lengths import ExampleOptions, tokenize_splits
+    from danlu.model.loading import load_tokenizer, resolve_model_path
     from danlu.stage import run_stage
 
     params = stage_params(args, "lengths")
@@ -37,8 +37,8 @@ def cmd_tokenize(args) -> None:
 
 def cmd_cutoff(args) -> None:
     from danlu.config import LengthsConfig
-    from danlu.lengths import CutoffRule, decide_cutoff
-    from danlu.models import max_positions, resolve_model_path
+    from danlu.data.lengths import CutoffRule, decide_cutoff
+    from danlu.model.loading import max_positions, resolve_model_path
     from danlu.stage import run_stage
 
     params = stage_params(args, "lengths")
@@ -60,11 +60,11 @@ def cmd_cutoff(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from danlu.audit.manifest import rel, sha256_file
     from danlu.config import TrainConfig
-    from danlu.manifest import rel, sha256_file
-    from danlu.models import load_tokenizer, max_positions, resolve_model_path
+    from danlu.model.loading import load_tokenizer, max_positions, resolve_model_path
+    from danlu.model.train import check_config, run_training
     from danlu.stage import run_stage
-    from danlu.train import check_config, run_training
 
     params = stage_params(args, "train")
     cfg = from_mapping(TrainConfig, params)
@@ -90,7 +90,7 @@ def cmd_train(args) -> None:
                             trust_remote_code=args.trust_remote_code)
 
     if int(os.environ.get("RANK", "0")) != 0:  # DDP: only rank 0 writes files and records
-        from danlu.tracking import StageRun
+        from danlu.audit.tracking import StageRun
 
         os.environ["DANLU_TRACKING_DISABLED"] = "1"
         work(StageRun("train"))
@@ -111,8 +111,8 @@ def cmd_train(args) -> None:
 
 def cmd_estimate(args) -> None:
     from danlu.config import TrainConfig
-    from danlu.estimate import SHAPES, Shape, estimate_memory
-    from danlu.models import model_config, resolve_model_path
+    from danlu.model.estimate import SHAPES, Shape, estimate_memory
+    from danlu.model.loading import model_config, resolve_model_path
 
     config = load_config(args.config)
     cfg = from_mapping(TrainConfig, config["train"])
@@ -159,7 +159,7 @@ def _planned_cutoff(config: dict) -> int:
 
 def _check_prompts(val_path: str, tokenizer, n: int, max_tokens: int = 128) -> list[list[int]]:
     """Token ids of the first n val records' prompts, for the merge check."""
-    from danlu.records import read_jsonl
+    from danlu.data.records import read_jsonl
 
     prompts = []
     for record in read_jsonl(val_path):
@@ -172,8 +172,8 @@ def _check_prompts(val_path: str, tokenizer, n: int, max_tokens: int = 128) -> l
 
 
 def cmd_merge(args) -> None:
-    from danlu.merge import merge_adapter
-    from danlu.models import load_tokenizer, resolve_model_path
+    from danlu.model.loading import load_tokenizer, resolve_model_path
+    from danlu.model.merge import merge_adapter
     from danlu.stage import run_stage
 
     params = stage_params(args, "export")
@@ -193,9 +193,9 @@ def cmd_merge(args) -> None:
 
 
 def cmd_quantize(args) -> None:
-    from danlu.models import load_tokenizer
-    from danlu.quantize import Gates, calibration_texts, quantize_model, read_gate_examples
-    from danlu.records import read_jsonl
+    from danlu.data.records import read_jsonl
+    from danlu.model.loading import load_tokenizer
+    from danlu.model.quantize import Gates, calibration_texts, quantize_model, read_gate_examples
     from danlu.stage import run_stage
 
     params = stage_params(args, "export")

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from danlu.data.records import RecordError
 from danlu.errors import UserError
-from danlu.records import RecordError
 
 CONTAINERS = ("jsonl", "json", "csv", "tsv", "parquet")
 _SNIFF_BYTES = 1 << 20
@@ -88,7 +88,7 @@ def read_dataset(spec, facts: dict) -> Iterator[RawRow]:
     its hub dataset, whose revision and rows digest `hub.hub_rows` puts in `facts`."""
     if spec.path is not None:
         return read_rows(spec.path, spec.encoding)
-    from danlu.hub import hub_rows
+    from danlu.data.hub import hub_rows
 
     return hub_rows(spec, facts)
 

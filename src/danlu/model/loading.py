@@ -7,9 +7,9 @@ import json
 import re
 from pathlib import Path
 
+from danlu.audit.manifest import combined_digest, rel, sha256_file_once
+from danlu.data.templates import resolve_template
 from danlu.errors import UserError
-from danlu.manifest import combined_digest, rel, sha256_file_once
-from danlu.templates import resolve_template
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from danlu.config import DatasetSpec
-from danlu.readers import InputError, RawRow
+from danlu.data.readers import InputError, RawRow
 
 _BATCH_ROWS = 1024
 

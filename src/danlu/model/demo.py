@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from danlu.templates import CHATML
+from danlu.data.templates import CHATML
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -106,7 +106,7 @@ def benchmark_leak_records(source, per_benchmark: int = 1) -> list[dict]:
     They are built at run time from `source` (a local copy's directory, or a
     `benchmarks.Source`); the repository never holds benchmark text
     (non-commercial licence)."""
-    from danlu.benchmarks import Source, load_benchmark, load_subjects
+    from danlu.evaluation.benchmarks import Source, load_benchmark, load_subjects
 
     if not isinstance(source, Source):
         source = Source(Path(source))

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from danlu.manifest import combined_digest, rel
+from danlu.audit.manifest import combined_digest, rel
 
 ENV_PARENT = "DANLU_PARENT_RUN_ID"
 ENV_URI = "MLFLOW_TRACKING_URI"
@@ -54,7 +54,7 @@ HASHED = "path-sha256-"  # marks a key that names its text by hash (never in a k
 DIGEST_PREFIX, PATH_PREFIX = "danlu.sha256.", "danlu.path."
 MANIFEST_TAG, MANIFEST_SHA_TAG = "danlu.manifest", "danlu.manifest.sha256"
 # On the parent run: the audit log's head ("<seq> <sha256>") and its identity
-# (the sha256 of its first line), both set under the log's lock (danlu.audit).
+# (the sha256 of its first line), both set under the log's lock (danlu.audit.log).
 HEAD_TAG, LOG_TAG = "danlu.audit.head", "danlu.audit.log"
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -278,7 +278,7 @@ class StageRun:
 
     def witness_head(self, entry: Mapping, line_sha256: str, log_sha256: str) -> None:
         """Tag the invocation's parent run with the audit log's new head (called
-        by danlu.audit under the log's lock, so the tag follows the log's order)."""
+        by danlu.audit.log under the log's lock, so the tag follows the log's order)."""
         parent = os.environ.get(ENV_PARENT)
         if parent and not os.environ.get(ENV_DISABLED):
             self._guard("audit head", self._tag_head, parent,

@@ -6,7 +6,7 @@ are returned, never the values, so nothing downstream (outputs, logs, MLflow,
 error messages) can carry a PII value.
 
 Every spelling of a value is one value: detection runs on the matching view of
-the text (`danlu.text.fold_for_matching`: full-width forms to ASCII, invisible
+the text (`danlu.data.text.fold_for_matching`: full-width forms to ASCII, invisible
 characters dropped), numbers may be grouped by spaces, hyphens or dots, and the
 placeholder replaces the whole original span, separators and invisible
 characters included. The rules, and the decisions in them:
@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterable
 
 from stdnum import luhn
 
-from danlu.text import fold_for_matching, unfold_span
+from danlu.data.text import fold_for_matching, unfold_span
 
 PLACEHOLDERS = {
     "id_card": "<ID_CARD>",

@@ -115,7 +115,7 @@ def record_job(*, stage: str, manifest_path: Path, manifest_sha256: str, run) ->
     log = os.environ.get(ENV_LOG)
     if not log:
         return
-    from danlu.manifest import rel
+    from danlu.audit.manifest import rel
 
     append_entry(Path(log), stage=stage, manifest=rel(manifest_path),
                  manifest_sha256=manifest_sha256, mlflow_run_id=run.run_id,

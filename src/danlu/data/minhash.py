@@ -37,7 +37,7 @@ Scheme = Literal["affine32", "legacy"]
 # _CJK_ONE_IN of its letters: word splitting would treat a whole unspaced CJK
 # run as one "word", while character shingles on mostly-Latin text only cost
 # a few more shingles, so mixed text goes to characters. Same ideograph
-# ranges as danlu.text.cjk_share, but counted among letters rather than all
+# ranges as danlu.data.text.cjk_share, but counted among letters rather than all
 # non-space characters, so punctuation does not dilute the share.
 _CJK_ONE_IN = 10
 _CJK_RANGES = ((0x3400, 0x9FFF), (0xF900, 0xFAFF))

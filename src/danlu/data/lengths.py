@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from danlu.answer_spans import TemplateError, conversation_spans  # noqa: F401  (re-exported)
+from danlu.data.answer_spans import TemplateError, conversation_spans  # noqa: F401  (re-exported)
 from danlu.errors import UserError
 
 IGNORE_INDEX = -100

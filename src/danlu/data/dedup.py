@@ -34,9 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from danlu.benchmarks import Source
 from danlu.config import DedupConfig
-from danlu.minhash import (
+from danlu.data.minhash import (
     BucketIndex,
     _ranges,
     char_shingle_mask,
@@ -50,8 +49,9 @@ from danlu.minhash import (
     signatures,
     sorted_unique,
 )
+from danlu.data.records import dumps
+from danlu.evaluation.benchmarks import Source
 from danlu.progress import Progress
-from danlu.records import dumps
 
 SIG_BATCH = 2048  # records per batch: bounded memory, whatever the corpus
 def dedup_text(record: dict, include_system: bool = False) -> str:
@@ -81,7 +81,7 @@ def parse_line(line: str) -> tuple[dict | None, str | None]:
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, line) for every non-blank line. A file that is not UTF-8
     is unusable as a whole: InputError (exit 2)."""
-    from danlu.readers import InputError
+    from danlu.data.readers import InputError
 
     n = 0
     try:
@@ -244,7 +244,7 @@ def scan(path: Path, cfg: DedupConfig, *, block: Block | None = None,
          shard: int = 0, shards: int = 1, label: str = "dedup") -> Scan:
     """One pass: sign the records (unless `block` already holds their
     signatures) and test them against `index`, a batch at a time."""
-    from danlu.readers import InputError
+    from danlu.data.readers import InputError
 
     builder = _BlockBuilder(_line_bound(path) // shards + 1, cfg) if block is None else None
     canonical, ids, hits, row = bytearray(), [], {}, 0
@@ -319,8 +319,8 @@ class BenchmarkItem:
 def benchmark_items(source: Source, names: Sequence[str]) -> list[BenchmarkItem]:
     """Every question the evaluation uses (scored split and shot split), from a
     local copy or the hub (`benchmarks.find_source`)."""
-    from danlu.benchmarks import layout, load_benchmark
-    from danlu.text import normalize_text
+    from danlu.data.text import normalize_text
+    from danlu.evaluation.benchmarks import layout, load_benchmark
 
     items = []
     for name in names:
@@ -334,7 +334,7 @@ def benchmark_items(source: Source, names: Sequence[str]) -> list[BenchmarkItem]
 
 
 def _exact_ngrams(text: str, n: int) -> set[str]:
-    from danlu.minhash import MinHashParams, shingles
+    from danlu.data.minhash import MinHashParams, shingles
 
     return set(shingles(text, MinHashParams(char_ngram=n, word_ngram=n)))
 

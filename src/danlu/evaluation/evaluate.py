@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from danlu.benchmarks import (
+from danlu.config import ConfigError
+from danlu.evaluation.benchmarks import (
     CHOICES,
     LAYOUTS,
     BenchmarkError,
@@ -34,9 +35,8 @@ from danlu.benchmarks import (
     load_subjects,
     official_context,
 )
-from danlu.config import ConfigError
-from danlu.eval_report import QuestionResult, write_outputs
-from danlu.eval_scoring import score_rows
+from danlu.evaluation.report import QuestionResult, write_outputs
+from danlu.evaluation.scoring import score_rows
 
 SCORINGS = ("loglikelihood", "last_token")
 LM_EVAL_DEFAULT_MAX_LENGTH = 2048  # HFLM's fallback when neither config nor tokenizer says

@@ -8,7 +8,7 @@ Three records witness the run, and each is checked against the others:
   naming the manifest the job wrote and its sha256;
 - MLflow (when tracking was on): one parent run per snakemake invocation and one
   child run per job, holding the manifest's and every file's sha256; each log
-  append also tags the parent with the log's new head (danlu.audit);
+  append also tags the parent with the log's new head (danlu.audit.log);
 - the signed provenance statement (once the `audit` job has run): the exports'
   files by sha256 and the log's head when it was signed.
 
@@ -43,7 +43,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from danlu.manifest import MANIFEST_SUFFIX, sha256_file
+from danlu.audit.manifest import MANIFEST_SUFFIX, sha256_file
 
 
 @dataclass
@@ -102,7 +102,7 @@ class AuditLog:
     entries: list[dict | None]
 
     def line_sha256(self, seq: int) -> str | None:
-        from danlu.audit import line_digest
+        from danlu.audit.log import line_digest
 
         return line_digest(self.lines[seq - 1]) if 0 < seq <= len(self.lines) else None
 
@@ -125,7 +125,7 @@ class AuditLog:
 
 
 def load_log(root: Path, results: Path, report: Report) -> AuditLog | None:
-    from danlu.audit import check_chain, read_entries
+    from danlu.audit.log import check_chain, read_entries
 
     path = results / "audit" / "log.jsonl"
     name = _name(path, root)
@@ -258,7 +258,7 @@ class Stores:
         return uri
 
     def get(self, uri: str):
-        from danlu.tracking import StoreReader
+        from danlu.audit.tracking import StoreReader
 
         if uri not in self._open:
             try:
@@ -280,7 +280,7 @@ class Stores:
 def check_mlflow(root: Path, manifests: dict[str, dict], latest: dict, report: Report,
                  stores: Stores | None = None) -> None:
     """The file digests each current manifest's run recorded equal the manifest's."""
-    from danlu.tracking import digest_tag, path_tag
+    from danlu.audit.tracking import digest_tag, path_tag
 
     own = stores is None
     stores = stores or Stores(root, report)
@@ -335,7 +335,7 @@ def _read_run(stores: Stores, uri: str | None, run_id: str, name: str, report: R
 def check_mlflow_witness(root: Path, log: AuditLog, report: Report, stores: Stores) -> None:
     """MLflow as an independent witness of the log: the logged jobs' runs, and
     every job run and recorded head of every invocation of this log."""
-    from danlu.tracking import MANIFEST_SHA_TAG
+    from danlu.audit.tracking import MANIFEST_SHA_TAG
 
     tracked = [e for e in log.valid() if e.get("mlflow_run_id")]
     if not tracked:
@@ -363,7 +363,7 @@ def check_mlflow_witness(root: Path, log: AuditLog, report: Report, stores: Stor
 def _invocations_of_log(log: AuditLog, report: Report, stores: Stores) -> set[tuple[str, str]]:
     """Parent runs tagged with this log's identity, found in the store itself, so an
     invocation whose every entry was cut from the log is still found."""
-    from danlu.tracking import LOG_TAG
+    from danlu.audit.tracking import LOG_TAG
 
     found = set()
     for uri, reader in stores.opened():
@@ -379,7 +379,7 @@ def check_invocation(root: Path, log: AuditLog, uri: str, parent_id: str, report
                      stores: Stores) -> int | None:
     """One snakemake invocation: its head is in the log, and each of its finished
     job runs has its entry, at or before that head. Returns the head's seq."""
-    from danlu.tracking import HEAD_TAG, LOG_TAG, MANIFEST_SHA_TAG, PARENT_TAG
+    from danlu.audit.tracking import HEAD_TAG, LOG_TAG, MANIFEST_SHA_TAG, PARENT_TAG
 
     reader, store = stores.get(uri), stores.name(uri)
     try:
@@ -444,7 +444,7 @@ def _check_head(log: AuditLog, tag: str | None, where: str, report: Report) -> i
 
 
 def _manifest_of(run, root: Path) -> str:
-    from danlu.tracking import MANIFEST_TAG
+    from danlu.audit.tracking import MANIFEST_TAG
 
     path = Path(run.tags.get(MANIFEST_TAG, "?"))
     return _name(path, root) if path.is_absolute() else path.as_posix()
@@ -469,7 +469,7 @@ def _artifact_dir(root: Path, uri: str, run) -> Path | None:
     artifacts (results/mlruns) move with the project: read them where it is now."""
     from urllib.parse import unquote, urlparse
 
-    from danlu.tracking import DEFAULT_ARTIFACTS
+    from danlu.audit.tracking import DEFAULT_ARTIFACTS
 
     if not run.artifact_uri or not run.artifact_uri.startswith("file:"):
         return None
@@ -482,7 +482,7 @@ def _artifact_dir(root: Path, uri: str, run) -> Path | None:
 def check_artifacts(root: Path, uri: str, run, report: Report, stores: Stores) -> None:
     """The run's copy of its manifest, and of plots among its outputs, match the
     digests the run recorded (a local artifact store only)."""
-    from danlu.tracking import MANIFEST_SHA_TAG, MANIFEST_TAG
+    from danlu.audit.tracking import MANIFEST_SHA_TAG, MANIFEST_TAG
 
     directory = _artifact_dir(root, uri, run)
     if directory is None:
@@ -505,7 +505,7 @@ def check_artifacts(root: Path, uri: str, run, report: Report, stores: Stores) -
 
 def _expected_artifacts(run) -> dict[str, set[str]]:
     """File name -> the sha256 the run recorded for outputs of that name."""
-    from danlu.tracking import DIGEST_PREFIX, path_tag
+    from danlu.audit.tracking import DIGEST_PREFIX, path_tag
 
     expected: dict[str, set[str]] = {}
     prefix = f"{DIGEST_PREFIX}output."
@@ -580,7 +580,7 @@ def expected_exports(root: Path, results: Path, manifests: dict[str, dict],
 
 def _check_signature(root: Path, target: Path, signature: Path, public_key: Path,
                      report: Report, *, model: bool = False) -> None:
-    from danlu.signing import SignatureError, verify_file, verify_model
+    from danlu.audit.signing import SignatureError, verify_file, verify_model
 
     try:
         (verify_model if model else verify_file)(target, signature, public_key)
@@ -597,7 +597,7 @@ def check_statement_against(root: Path, statement_path: Path, files: dict[str, s
                             log: AuditLog | None, report: Report) -> None:
     """The statement's subjects are the export files; the log entry it signed as
     the head is still that entry, at that number."""
-    from danlu.provenance import check_statement, load_statement
+    from danlu.audit.provenance import check_statement, load_statement
 
     name = _name(statement_path, root)
     try:

@@ -29,7 +29,7 @@ from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
 from in_toto_attestation.v1.statement import STATEMENT_TYPE_URI, Statement
 
 from danlu import __version__
-from danlu.manifest import package_versions
+from danlu.audit.manifest import package_versions
 
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 _SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-from danlu.readers import (
+from danlu.data.readers import (
     _SNIFF_BYTES,
     InputError,
     RawRow,

@@ -16,14 +16,21 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from danlu.config import CleanConfig, DatasetSpec
+from danlu.data.pii import mask_pii, mask_value
+from danlu.data.readers import InputError, RawRow, read_dataset, read_rows
+from danlu.data.records import (
+    FieldMap,
+    RecordError,
+    check_structure,
+    detect_format,
+    dumps,
+    to_messages,
+)
+from danlu.data.shards import Shard, read_shard
+from danlu.data.templates import SPECIAL_TOKENS
+from danlu.data.text import detect_language, non_text_share, normalize_text
 from danlu.outputs import atomic_outputs, write_json
-from danlu.pii import mask_pii, mask_value
 from danlu.progress import Progress
-from danlu.readers import InputError, RawRow, read_dataset, read_rows
-from danlu.records import FieldMap, RecordError, check_structure, detect_format, dumps, to_messages
-from danlu.shards import Shard, read_shard
-from danlu.templates import SPECIAL_TOKENS
-from danlu.text import detect_language, non_text_share, normalize_text
 
 # How many leading records decide a file's format when the config says `auto`.
 _DETECT_SAMPLE = 200

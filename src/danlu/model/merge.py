@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from danlu.errors import UserError
-from danlu.models import load_model, load_tokenizer, resolve_model_path
+from danlu.model.loading import load_model, load_tokenizer, resolve_model_path
 from danlu.outputs import atomic_dir, bytes_on_disk
 
 log = logging.getLogger(__name__)

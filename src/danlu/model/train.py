@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from danlu.config import ConfigError, TrainConfig
-from danlu.lengths import build_example, truncate_example  # noqa: F401  (one builder, shared)
-from danlu.models import load_model, resolve_dtype, sharded_training
+from danlu.data.lengths import build_example, truncate_example  # noqa: F401  (one builder, shared)
+from danlu.model.loading import load_model, resolve_dtype, sharded_training
 
 COMPLETE_MARKER = "danlu_complete.json"
 FINGERPRINT = "danlu_fingerprint.json"

@@ -1,0 +1,1 @@
+"""The record of a run: manifests, the audit log, MLflow, signatures, provenance, exports, verify."""

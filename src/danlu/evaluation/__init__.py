@@ -1,0 +1,1 @@
+"""Evaluation: C-Eval/CMMLU scoring, val perplexity, reports and comparisons."""

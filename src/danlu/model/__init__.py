@@ -1,0 +1,1 @@
+"""The model: load, build the demo, estimate memory, train, merge, quantize."""
