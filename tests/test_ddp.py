@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from danlu.config import load_config
-from danlu.data.lengths import ExampleOptions, tokenize_splits
+from danlu.data.tokenize import ExampleOptions, tokenize_splits
 from danlu.model.loading import load_tokenizer
 
 pytestmark = pytest.mark.slow

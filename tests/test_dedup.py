@@ -11,10 +11,12 @@ from workflow_utils import BENCHMARKS
 from danlu import progress
 from danlu.cli import main
 from danlu.config import DedupConfig, from_mapping, load_config
-from danlu.data import dedup
-from danlu.data.dedup import Block, dedup_file, dedup_text, shard_signatures, split_file
+from danlu.data import decontamination
+from danlu.data.dedup import dedup_file
 from danlu.data.minhash import signatures
 from danlu.data.records import dumps
+from danlu.data.signatures import Block, dedup_text, shard_signatures
+from danlu.data.split import split_file
 
 
 @pytest.fixture(autouse=True)
@@ -184,11 +186,11 @@ def test_long_passes_log_records_per_second(tmp_path, monkeypatch, capsys):
         assert re.search(line + ", done$", out, re.M), label
 
 
-def _question(i: int, rng: np.random.Generator) -> dedup.BenchmarkItem:
+def _question(i: int, rng: np.random.Generator) -> decontamination.BenchmarkItem:
     chars = "".join(map(chr, rng.integers(0x4E00, 0x4E00 + 3000, 40).tolist()))
     options = tuple("".join(map(chr, rng.integers(0x4E00, 0x4E00 + 3000, 15).tolist()))
                     for _ in range(4))
-    return dedup.BenchmarkItem("ceval", "subject", "val", str(i), (chars, *options))
+    return decontamination.BenchmarkItem("ceval", "subject", "val", str(i), (chars, *options))
 
 
 def test_decontamination_work_grows_with_the_records_not_records_times_questions(monkeypatch):
@@ -207,14 +209,14 @@ def test_decontamination_work_grows_with_the_records_not_records_times_questions
             return function(*args, **kwargs)
         return wrapper
 
-    monkeypatch.setattr(dedup.HashSet, "find", counted(dedup.HashSet.find, lambda self, h: len(h)))
-    monkeypatch.setattr(dedup.BucketIndex, "candidates",
-                        counted(dedup.BucketIndex.candidates, lambda self, q: len(q)))
-    monkeypatch.setattr(dedup, "estimated_jaccard",
-                        counted(dedup.estimated_jaccard, lambda sig, pairs, **kw: len(pairs)))
+    monkeypatch.setattr(decontamination.HashSet, "find", counted(decontamination.HashSet.find, lambda self, h: len(h)))
+    monkeypatch.setattr(decontamination.BucketIndex, "candidates",
+                        counted(decontamination.BucketIndex.candidates, lambda self, q: len(q)))
+    monkeypatch.setattr(decontamination, "estimated_jaccard",
+                        counted(decontamination.estimated_jaccard, lambda sig, pairs, **kw: len(pairs)))
 
     def work(n_questions: int, batch: list[str]) -> tuple[list[int], list]:
-        index = dedup.ContaminationIndex(questions[:n_questions], cfg())
+        index = decontamination.ContaminationIndex(questions[:n_questions], cfg())
         sizes.clear()
         found = index.matches(batch, signatures(batch, cfg().minhash()))
         return list(sizes), found

@@ -13,7 +13,7 @@ import pytest
 import torch
 from families import FAMILIES
 
-from danlu.data.lengths import IGNORE_INDEX, ExampleOptions, build_example, tokenize_splits
+from danlu.data.tokenize import IGNORE_INDEX, ExampleOptions, build_example, tokenize_splits
 from danlu.model.loading import load_tokenizer
 
 SYSTEM = "你是一位谨慎的理财顾问。"
@@ -128,7 +128,7 @@ def test_enable_thinking_false_learns_answers_without_thoughts(family, family_mo
 
 
 def test_a_template_that_cannot_be_mapped_names_itself_and_the_turn(family_model):
-    from danlu.data.lengths import TemplateError
+    from danlu.data.answer_spans import TemplateError
 
     tokenizer = load_tokenizer(family_model("qwen2.5"))
     # Answers rendered in reverse order: no prompt of a turn leads into it.

@@ -20,7 +20,7 @@ from workflow_utils import finance_records
 from danlu.audit.export import ExportError, gate_lines, quality_gate, require_passed_gate
 from danlu.cli import main
 from danlu.config import from_mapping, load_config
-from danlu.data.lengths import ExampleOptions, build_example, tokenize_splits
+from danlu.data.tokenize import ExampleOptions, build_example, tokenize_splits
 from danlu.model.loading import load_tokenizer
 from danlu.model.quantize import (
     Gates,

@@ -5,18 +5,16 @@ import json
 import numpy as np
 import pytest
 
-from danlu.data import lengths
-from danlu.data.lengths import (
+from danlu.data import tokenize
+from danlu.data.cutoff import CutoffRule, choose_cutoff, decide_cutoff
+from danlu.data.records import FieldMap, to_messages
+from danlu.data.tokenize import (
     IGNORE_INDEX,
-    CutoffRule,
     ExampleOptions,
     build_example,
-    choose_cutoff,
-    decide_cutoff,
     tokenize_splits,
     truncate_example,
 )
-from danlu.data.records import FieldMap, to_messages
 from danlu.model import train
 from danlu.model.loading import load_tokenizer
 
@@ -138,12 +136,12 @@ def test_same_cutoff_from_another_percentile_leaves_cutoff_json_identical(tmp_pa
 
 
 def test_training_uses_the_same_builder_and_truncation():
-    assert train.build_example is lengths.build_example
-    assert train.truncate_example is lengths.truncate_example
+    assert train.build_example is tokenize.build_example
+    assert train.truncate_example is tokenize.truncate_example
 
 
 def test_an_empty_split_is_one_line_naming_the_file(tmp_path, tokenizer):
-    from danlu.data.lengths import NoRecordsError
+    from danlu.data.tokenize import NoRecordsError
 
     (tmp_path / "train.jsonl").write_text(json.dumps({"id": "a", "messages": [
         {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n")

@@ -205,8 +205,7 @@ def test_local_model_identity_is_its_files(tmp_path, monkeypatch):
         "source": "local", "path": "link/tiny", "files": files,  # as named inside the project
         "sha256": combined_digest({"path": n, "sha256": s} for n, s in files.items())}
     # Named with `~` (a quoted argument arrives unexpanded): the same model, found.
-    from danlu.commands.common import model_inputs
-    from danlu.model.loading import resolve_model_path
+    from danlu.model.loading import model_inputs, resolve_model_path
 
     monkeypatch.setenv("HOME", str(tmp_path))
     home = model_identity("~/models/tiny", None, resolve_model_path("~/models/tiny"))
@@ -220,7 +219,7 @@ def test_local_model_identity_is_its_files(tmp_path, monkeypatch):
 
 
 def test_hub_model_identity_names_the_resolved_commit(tmp_path):
-    from danlu.commands.common import model_facts
+    from danlu.model.loading import model_facts
 
     commit = "a" * 40
     snapshot = _fake_model(tmp_path / "hub" / "models--Qwen--Qwen2.5-7B" / "snapshots" / commit)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from workflow_utils import finance_records
 
-from danlu.data.lengths import build_example
+from danlu.data.tokenize import build_example
 from danlu.model.loading import load_tokenizer
 from danlu.model.quantize import (
     QuantizeError,

@@ -14,7 +14,7 @@ import torch
 
 from danlu.audit.tracking import StageRun
 from danlu.config import TrainConfig, from_mapping, load_config
-from danlu.data.lengths import IGNORE_INDEX, ExampleOptions, tokenize_splits
+from danlu.data.tokenize import IGNORE_INDEX, ExampleOptions, tokenize_splits
 from danlu.model.loading import load_tokenizer
 from danlu.model.train import (
     COMPLETE_MARKER,

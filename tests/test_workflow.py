@@ -196,12 +196,15 @@ def test_every_rule_lists_exactly_the_code_its_command_runs(project, monkeypatch
 
 # module edited -> rules that must rerun, rules that must not
 EDITS = {
-    "answer_spans.py": ({"tokenize", "train", "evaluate"}, {"clean", "dedup", "split"}),
-    "train.py": ({"train", "evaluate"}, {"tokenize", "clean"}),
-    "pii.py": ({"clean", "clean_combine"}, set()),
-    "quantize.py": ({"quantize"}, {"train", "merge", "clean", "tokenize"}),
-    "eval_report.py": ({"evaluate", "eval_compare"}, {"train", "clean"}),
-    "export.py": ({"audit"}, {"train", "evaluate", "clean"}),
+    "data/answer_spans.py": ({"tokenize", "train", "evaluate"}, {"clean", "dedup", "split"}),
+    "model/train.py": ({"train", "evaluate"}, {"tokenize", "clean"}),
+    "data/pii.py": ({"clean", "clean_combine"}, set()),
+    "data/decontamination.py": ({"dedup"}, {"dedup_signatures", "split", "clean"}),
+    "data/split.py": ({"split"}, {"dedup_signatures", "dedup", "clean"}),
+    "model/quantize.py": ({"quantize"}, {"train", "merge", "clean", "tokenize"}),
+    "evaluation/report.py": ({"evaluate", "eval_compare"}, {"train", "clean"}),
+    "audit/export.py": ({"audit"}, {"train", "evaluate", "clean"}),
+    "stage.py": ({"clean", "dedup", "train", "evaluate", "audit"}, set()),
 }
 
 

@@ -53,24 +53,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ranges the INPUT is split into; `danlu combine` of all of them in "
                         "order equals cleaning it whole")
     _add_common(p)
-    p.set_defaults(func="data:cmd_clean")
+    p.set_defaults(func="danlu.data.clean:main")
 
     p = sub.add_parser("combine", help="concatenate per-file clean outputs in order")
     p.add_argument("parts", nargs="+", metavar="PART_DIR")
     p.add_argument("--out", required=True)
     p.add_argument("--code", nargs="*", default=[])
-    p.set_defaults(func="data:cmd_combine")
+    p.set_defaults(func="danlu.data.combine:main")
 
     p = sub.add_parser("demo-model", help="build the tiny random demo Llama and its tokenizer")
     p.add_argument("--corpus", required=True, help="text file the tokenizer is trained on")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--manifest", required=True)
     _add_common(p)
-    p.set_defaults(func="data:cmd_demo_model")
+    p.set_defaults(func="danlu.model.demo:main")
     p = sub.add_parser("demo-leak", help="plant benchmark questions in a demo data file")
     _benchmark_args(p, "default: ceval=ceval/ceval-exam, cmmlu=haonan-li/cmmlu")
     p.add_argument("--out", required=True)
-    p.set_defaults(func="data:cmd_demo_leak")
+    p.set_defaults(func="danlu.data.demo_leak:main")
 
     p = sub.add_parser("dedup-signatures", help="MinHash signatures of one shard of a records file")
     p.add_argument("input", metavar="INPUT")
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=int, default=1)
     p.add_argument("--out", required=True, help="path prefix of the .npy files")
     _add_common(p)
-    p.set_defaults(func="data:cmd_dedup_signatures")
+    p.set_defaults(func="danlu.data.signatures:main")
 
     p = sub.add_parser("dedup", help="exact + near dedup and benchmark decontamination")
     p.add_argument("input", metavar="INPUT", help="canonical records.jsonl")
@@ -87,14 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=int, help="compute signatures in this many shards")
     _benchmark_args(p, "with neither, decontamination is skipped (and logged)")
     _add_common(p)
-    p.set_defaults(func="data:cmd_dedup")
+    p.set_defaults(func="danlu.data.dedup:main")
 
     p = sub.add_parser("split", help="deterministic train/val split that keeps similar records together")
     p.add_argument("input", metavar="INPUT")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=42)
     _add_common(p)
-    p.set_defaults(func="data:cmd_split")
+    p.set_defaults(func="danlu.data.split:main")
 
     p = sub.add_parser("tokenize", help="tokenise splits under the chat template (Arrow sets)")
     p.add_argument("--train", required=True, help="train records.jsonl")
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-proc", type=int, default=1)
     _model_args(p)
     _add_common(p)
-    p.set_defaults(func="model:cmd_tokenize")
+    p.set_defaults(func="danlu.data.tokenize:main")
 
     p = sub.add_parser("cutoff", help="token-length statistics and the choice of cutoff_len")
     p.add_argument("--data", required=True, help="directory holding the train/val Arrow sets")
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     _model_args(p)
     _add_common(p)
-    p.set_defaults(func="model:cmd_cutoff")
+    p.set_defaults(func="danlu.data.cutoff:main")
 
     p = sub.add_parser("train", help="QLoRA/LoRA fine-tuning with checkpoints and resume")
     p.add_argument("--data", required=True, help="directory holding the train/val Arrow sets")
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     _model_args(p)
     _add_common(p)
-    p.set_defaults(func="model:cmd_train")
+    p.set_defaults(func="danlu.model.train:main")
     p = sub.add_parser("merge", help="merge the LoRA adapter into the full-precision base, verified")
     p.add_argument("--adapter", required=True)
     p.add_argument("--val", required=True, help="val records.jsonl: prompts for the logit check")
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     _model_args(p)
     _add_common(p)
-    p.set_defaults(func="model:cmd_merge")
+    p.set_defaults(func="danlu.model.merge:main")
 
     p = sub.add_parser("quantize", help="GPTQ or AWQ W4A16 export with llm-compressor")
     p.add_argument("--method", required=True, choices=["gptq", "awq"])
@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     _model_args(p)
     _add_common(p)
-    p.set_defaults(func="model:cmd_quantize")
+    p.set_defaults(func="danlu.model.quantize:main")
 
     p = sub.add_parser("evaluate", help="C-Eval/CMMLU (and val perplexity) of one model")
     p.add_argument("--name", required=True, help="label: base, tuned, merged, gptq, awq")
@@ -153,13 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     _model_args(p)
     _add_common(p)
-    p.set_defaults(func="evaluation:cmd_evaluate")
+    p.set_defaults(func="danlu.evaluation.evaluate:main")
 
     p = sub.add_parser("eval-compare", help="compare.csv and chart over evaluated models")
     p.add_argument("summaries", nargs="+", metavar="SUMMARY_JSON")
     p.add_argument("--out", required=True)
     p.add_argument("--code", nargs="*", default=[])
-    p.set_defaults(func="evaluation:cmd_eval_compare")
+    p.set_defaults(func="danlu.evaluation.report:main")
 
     p = sub.add_parser("audit", help="exports with model cards, signatures and provenance")
     p.add_argument("--results", default="results")
@@ -169,14 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/audit")
     p.add_argument("--config-json", required=True, help="the resolved config, as JSON")
     p.add_argument("--code", nargs="*", default=[])
-    p.set_defaults(func="audit:cmd_audit")
+    p.set_defaults(func="danlu.audit.export:main")
 
     p = sub.add_parser("verify", help="re-check every digest, the audit log, MLflow and signatures")
     p.add_argument("results", nargs="?", default="results")
     p.add_argument("--json", action="store_true", help="one JSON object for machines")
     p.add_argument("--no-mlflow", action="store_true", help="skip the MLflow cross-check")
     p.add_argument("--verbose", "-v", action="store_true", help="also print notes")
-    p.set_defaults(func="audit:cmd_verify")
+    p.set_defaults(func="danlu.audit.verify:main")
 
     p = sub.add_parser("estimate", help="expected peak GPU memory of the configured training")
     p.add_argument("--config", help="danlu config (default: defaults)")
@@ -184,16 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(7b, qwen2.5-7b, llama3-8b, qwen2.5-32b)")
     p.add_argument("--cutoff-len", type=int, help="override the cutoff to plan for")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func="model:cmd_estimate")
+    p.set_defaults(func="danlu.model.estimate:main")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Each command's module is imported only when it runs: `danlu clean` need
-    # not load torch.
+    # Each stage's module is imported only when its command runs: `danlu clean`
+    # need not load torch.
     module, name = args.func.split(":")
-    command = getattr(importlib.import_module(f"danlu.commands.{module}"), name)
+    command = getattr(importlib.import_module(module), name)
     try:
         command(args)
     except UserError as err:

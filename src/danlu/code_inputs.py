@@ -31,7 +31,7 @@ def command_entry(command: str) -> tuple[str, str]:
     if command not in subparsers.choices:
         raise KeyError(f"no danlu command {command!r}")
     module, function = subparsers.choices[command].get_default("func").split(":")
-    return f"{PACKAGE}.commands.{module}", function
+    return module, function
 
 
 def module_file(module: str, root: Path = ROOT) -> Path | None:
@@ -86,10 +86,22 @@ def _called_functions(tree: ast.Module, entry: str) -> list[ast.AST]:
     return list(reached.values())
 
 
+def _type_checking_only(node: ast.stmt) -> bool:
+    """`if TYPE_CHECKING:` (imports for annotations, never run)."""
+    return isinstance(node, ast.If) and (
+        (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
+        or (isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING"))
+
+
+def _without_type_checking(tree: ast.Module) -> ast.Module:
+    return ast.Module(body=[n for n in tree.body if not _type_checking_only(n)], type_ignores=[])
+
+
 def _module_level(tree: ast.Module) -> ast.Module:
     """The module without its function and class bodies (what runs on import)."""
     body = [n for n in tree.body
-            if not isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)]
+            if not isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and not _type_checking_only(n)]
     return ast.Module(body=body, type_ignores=[])
 
 
@@ -111,11 +123,11 @@ def _runs(module: str, function: str | None, root: Path) -> set[tuple[str, str |
     anything in it) imports in turn."""
     tree = _tree(module_file(module, root))
     if function is None:
-        return _imported(tree, module, root)
+        return _imported(_without_type_checking(tree), module, root)
     try:
         called = _called_functions(tree, function)
     except KeyError:  # a constant or a name re-exported from elsewhere: the whole module
-        return _imported(tree, module, root)
+        return _imported(_without_type_checking(tree), module, root)
     return _imported(_module_level(tree), module, root) | {
         item for f in called for item in _imported(f, module, root)}
 

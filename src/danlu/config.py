@@ -234,3 +234,11 @@ class DedupConfig:
         return MinHashParams(num_perm=self.num_perm, threshold=threshold or self.threshold,
                              char_ngram=self.char_ngram, word_ngram=self.word_ngram,
                              seed=self.minhash_seed)
+
+
+def stage_params(args, name: str) -> dict:
+    """The stage's config section: `--params` JSON (a rule passes the keys it
+    depends on; the schema's defaults fill the rest), else `--config`/defaults."""
+    if getattr(args, "params", None):
+        return {**load_config(None)[name], **json.loads(args.params)}
+    return load_config(getattr(args, "config", None))[name]

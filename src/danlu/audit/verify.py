@@ -654,3 +654,21 @@ def verify(results: Path, *, mlflow: bool = True) -> Report:
     # Two checks may meet the same absent record (a run both index and witness read).
     report.problems = list(dict.fromkeys(report.problems))
     return report
+
+
+def main(args) -> None:
+
+    report = verify(Path(args.results), mlflow=not args.no_mlflow)
+    if args.json:
+        print(json.dumps({"ok": report.ok, "problems": report.problems, "checked": report.checked,
+                          "notes": report.notes, "witnesses": report.witnesses},
+                         ensure_ascii=False, sort_keys=True))
+    else:
+        for problem in report.problems:
+            print(f"PROBLEM {problem}")
+        for note in report.notes if args.verbose else []:
+            print(f"note    {note}")
+        verdict = "OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)"
+        print(f"danlu verify {args.results}: {verdict} ({report.summary()})")
+    if not report.ok:
+        raise SystemExit(1)

@@ -15,7 +15,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from danlu.config import CleanConfig, DatasetSpec
+from danlu.config import (
+    CleanConfig,
+    DatasetSpec,
+    from_mapping,
+    stage_params,
+)
 from danlu.data.pii import mask_pii, mask_value
 from danlu.data.readers import InputError, RawRow, read_dataset, read_rows
 from danlu.data.records import (
@@ -29,6 +34,7 @@ from danlu.data.records import (
 from danlu.data.shards import Shard, read_shard
 from danlu.data.templates import SPECIAL_TOKENS
 from danlu.data.text import detect_language, non_text_share, normalize_text
+from danlu.errors import UsageError
 from danlu.outputs import atomic_outputs, write_json
 from danlu.progress import Progress
 
@@ -231,3 +237,67 @@ def _add_files(files: dict, more: dict) -> None:
             continue
         for key in ("records_in", "records_kept"):
             files[source][key] += facts[key]
+
+
+def main(args) -> None:
+    from danlu.stage import run_stage
+
+    params = stage_params(args, "clean")
+    cfg = from_mapping(CleanConfig, params)
+    # How the workflow lays out jobs changes no record: not a parameter of this job.
+    params = {k: v for k, v in params.items() if k != "shards"}
+    if args.dataset:
+        specs = [_dataset_spec(json.loads(args.dataset))]
+        # A file entry is also given as INPUT (the rule's input); a hub entry has none.
+        given = [Path(p) for p in args.inputs]
+        if given != ([Path(specs[0].path)] if specs[0].path else []):
+            raise UsageError("--dataset describes a file given as the one INPUT, "
+                             "or a hub dataset (hf_hub_url) with no INPUT")
+    elif args.inputs:
+        specs = [_dataset_spec({"name": Path(p).name.split(".")[0], "path": p,
+                                "format": args.format, "encoding": args.encoding})
+                 for p in args.inputs]
+    else:
+        raise UsageError("give INPUT files, or --dataset with a dataset entry as JSON")
+    shard = _shard(args, specs)
+    out = Path(args.out)
+    outputs = [out / n for n in ("records.jsonl", "rejects.jsonl", "stats.json")]
+    record = {"clean": params, "datasets": [s.__dict__ for s in specs]}
+    if shard is not None:
+        record.update(shard=shard.index, shards=shard.count)
+    files = [s.path for s in specs if s.path]
+    stats = run_stage(
+        "clean", record, lambda run: clean_files(specs, cfg, out, shard),
+        inputs=[*files, *args.code], outputs=outputs,
+        manifest_path=out / "manifest.json",
+        datasets=[(p, "raw") for p in files] + [(str(outputs[0].as_posix()), "cleaned")],
+    )
+    print(f"clean: {stats['records_in']} in, {stats['records_kept']} kept, "
+          f"{stats['records_rejected']} rejected {stats['rejected_by_reason']}, "
+          f"PII masked {stats['pii_masked_by_type']}")
+    for source, facts in stats["files"].items():
+        if "rows_sha256" in facts:
+            print(f"clean: {source} at revision {facts['revision'] or '(default)'}"
+                  f"{'' if facts['revision_is_commit'] else ' (not resolved to a commit)'}: "
+                  f"{facts['rows']} rows, sha256 {facts['rows_sha256']}")
+
+
+def _shard(args, specs: list[DatasetSpec]):
+    """The record range `--shard`/`--shards` asks for (None: the whole input)."""
+
+    if args.shards == 1 and args.shard == 0:
+        return None
+    if not 0 <= args.shard < args.shards:
+        raise UsageError(f"--shard {args.shard} --shards {args.shards}: need 0 <= shard < shards")
+    if len(specs) != 1 or specs[0].path is None:
+        raise UsageError("--shards splits one data file: give one INPUT (a hub dataset is "
+                         "cleaned whole)")
+    return Shard(args.shard, args.shards)
+
+
+def _dataset_spec(entry: dict) -> DatasetSpec:
+    """A `datasets:` entry checked against the schema, its defaults filled in (by
+    hand, `--dataset '{"name": "x", "hf_hub_url": "owner/name"}'` is enough)."""
+    from danlu.config import validate_config
+
+    return from_mapping(DatasetSpec, validate_config({"datasets": [entry]})["datasets"][0])

@@ -22,262 +22,32 @@ number and a few bytes of decisions; never its text.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from itertools import chain
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from danlu.config import DedupConfig
+from danlu.config import DedupConfig, from_mapping, stage_params
+from danlu.data.decontamination import ContaminationIndex, benchmark_items
 from danlu.data.minhash import (
-    BucketIndex,
-    _ranges,
-    char_shingle_mask,
     estimated_jaccard,
     find_duplicates,
-    near_duplicate_pairs,
-    representatives,
     same_row_labels,
-    shingle_hash_groups,
-    shingle_hashes,
-    signatures,
-    sorted_unique,
 )
-from danlu.data.records import dumps
-from danlu.evaluation.benchmarks import Source
+from danlu.data.readers import records_input
+from danlu.data.records import dumps, parse_line, rows_of_lines
+from danlu.data.signatures import (
+    Block,
+    Scan,
+    scan,
+    shard_signatures,
+)
+from danlu.evaluation.benchmarks import benchmark_source
 from danlu.progress import Progress
-
-SIG_BATCH = 2048  # records per batch: bounded memory, whatever the corpus
-def dedup_text(record: dict, include_system: bool = False) -> str:
-    """What two records are compared on: their user and assistant turns."""
-    return "\n".join(m["content"] for m in record["messages"]
-                     if include_system or m["role"] != "system")
-
-
-def parse_line(line: str) -> tuple[dict | None, str | None]:
-    """A canonical record, or (None, why) for a line a hand-made file got wrong."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        return None, f"invalid JSON: {err.msg}"
-    if not isinstance(record, dict):
-        return None, "not a JSON object"
-    if not isinstance(record.get("id"), str):
-        return None, "field 'id' missing or not a string"
-    messages = record.get("messages")
-    if not (isinstance(messages, list) and messages and all(
-            isinstance(m, dict) and isinstance(m.get("content"), str)
-            and isinstance(m.get("role"), str) for m in messages)):
-        return None, "field 'messages' is not a list of {role, content}"
-    return record, None
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, line) for every non-blank line. A file that is not UTF-8
-    is unusable as a whole: InputError (exit 2)."""
-    from danlu.data.readers import InputError
-
-    n = 0
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, start=1):
-                if line.strip():
-                    yield n, line
-    except UnicodeDecodeError:
-        raise InputError(path, f"not UTF-8 after line {n}") from None
-
-
-def iter_records(path: Path) -> Iterator[tuple[int, dict | None, str | None, str]]:
-    """(line number, record or None, problem, raw line) for every non-blank line."""
-    for n, line in _lines(path):
-        record, problem = parse_line(line)
-        yield n, record, problem, line
-
-
-def _line_bound(path: Path) -> int:
-    """At least as many as the lines `open` yields (it also ends one at a lone
-    CR): how many rows to reserve, so that arrays never grow by copying."""
-    count = 1
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 24):
-            count += chunk.count(b"\n") + chunk.count(b"\r")
-    return count
-
-
-@dataclass
-class Block:
-    """Signatures of some records: their line numbers, MinHash rows, sha256s."""
-
-    lines: np.ndarray  # int64 (n,)
-    sig: np.ndarray  # (n, num_perm)
-    sha: np.ndarray  # uint8 (n, 32)
-
-    def save(self, prefix: Path) -> list[Path]:
-        paths = [Path(f"{prefix}.{name}.npy") for name in ("lines", "sig", "sha")]
-        for path, array in zip(paths, (self.lines, self.sig, self.sha), strict=True):
-            with open(path, "wb") as fh:
-                np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-        return paths
-
-    @classmethod
-    def load(cls, prefix: Path) -> Block:
-        return cls(*(np.load(f"{prefix}.{name}.npy", allow_pickle=False)
-                     for name in ("lines", "sig", "sha")))
-
-    @classmethod
-    def concat(cls, blocks: Sequence[Block]) -> Block:
-        """Blocks of any shards, back in input order."""
-        return cls.merge(len(blocks), lambda i: blocks[i], [b.lines for b in blocks])
-
-    @classmethod
-    def load_shards(cls, prefixes: Sequence[Path]) -> Block:
-        """The shards saved at `prefixes`, merged in input order; one shard's
-        signatures are in memory at a time besides the merged ones."""
-        lines = [np.load(f"{p}.lines.npy", allow_pickle=False) for p in prefixes]
-        return cls.merge(len(prefixes), lambda i: cls.load(prefixes[i]), lines)
-
-    @classmethod
-    def merge(cls, count: int, get, lines: Sequence[np.ndarray]) -> Block:
-        """Blocks get(0) .. get(count - 1), whose line numbers are `lines`,
-        scattered into arrays allocated once (not concatenated, then sorted)."""
-        if not count:
-            raise ValueError("no signature blocks to merge")
-        every = np.concatenate(lines)
-        order = np.argsort(every, kind="stable")
-        position = np.empty_like(order)
-        position[order] = np.arange(len(order))
-        merged, at = None, 0
-        for i in range(count):
-            part = get(i)
-            if merged is None:
-                sig = np.empty((len(every), part.sig.shape[1]), dtype=part.sig.dtype)
-                merged = cls(every[order], sig, np.empty((len(every), 32), dtype=np.uint8))
-            where = position[at : at + len(part.lines)]
-            merged.sig[where], merged.sha[where] = part.sig, part.sha
-            at += len(part.lines)
-        return merged
-
-
-@dataclass
-class Batch:
-    """Up to SIG_BATCH valid records: line numbers, compared texts, and (when
-    asked) their ids and whether each line is exactly `dumps(record)`, so a
-    later pass may copy it without parsing it again."""
-
-    lines: list[int] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
-    canonical: list[bool] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
-
-
-def _batches(path: Path, cfg: DedupConfig, *, shard: int = 0, shards: int = 1,
-             details: bool = False) -> Iterator[Batch]:
-    """The valid records of one shard (line number % shards == shard), in
-    batches; another shard's lines are not even parsed."""
-    batch = Batch()
-    for n, line in _lines(path):
-        if n % shards != shard:
-            continue
-        record, _problem = parse_line(line)
-        if record is None:
-            continue
-        batch.lines.append(n)
-        batch.texts.append(dedup_text(record, cfg.include_system))
-        if details:
-            batch.canonical.append(line == dumps(record))
-            batch.ids.append(record["id"])
-        if len(batch.lines) >= SIG_BATCH:
-            yield batch
-            batch = Batch()
-    if batch.lines:
-        yield batch
-
-
-class _BlockBuilder:
-    """A Block filled batch by batch into arrays reserved once for an upper
-    bound of rows: pages never written cost no memory, and the result is a
-    view, so the signatures exist once (a list of batches concatenated at the
-    end would hold them twice)."""
-
-    def __init__(self, capacity: int, cfg: DedupConfig):
-        self.params = cfg.minhash()
-        self.lines = np.empty(capacity, dtype=np.int64)
-        self.sig = np.empty((capacity, self.params.num_perm), dtype=self.params.dtype)
-        self.sha = np.empty((capacity, 32), dtype=np.uint8)
-        self.rows = 0
-
-    def add(self, batch: Batch, by_char: np.ndarray | None = None) -> np.ndarray:
-        """Sign the batch; returns its signatures."""
-        rows = slice(self.rows, self.rows + len(batch.lines))
-        self.lines[rows] = batch.lines
-        self.sig[rows] = signatures(batch.texts, self.params, by_char=by_char)
-        digests = b"".join(hashlib.sha256(t.encode("utf-8")).digest() for t in batch.texts)
-        self.sha[rows] = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 32)
-        self.rows = rows.stop
-        return self.sig[rows]
-
-    def block(self) -> Block:
-        n = self.rows
-        return Block(self.lines[:n], self.sig[:n], self.sha[:n])
-
-
-@dataclass
-class Scan:
-    """What one pass over a records file learnt, row by row (valid records in
-    line order): their signatures, and when asked whether each line can be
-    copied as is, the ids, and the benchmark questions each leaks."""
-
-    block: Block
-    canonical: np.ndarray  # bool per row
-    ids: list[str]
-    hits: dict[int, dict]
-
-
-def scan(path: Path, cfg: DedupConfig, *, block: Block | None = None,
-         index: ContaminationIndex | None = None, details: bool = False,
-         shard: int = 0, shards: int = 1, label: str = "dedup") -> Scan:
-    """One pass: sign the records (unless `block` already holds their
-    signatures) and test them against `index`, a batch at a time."""
-    from danlu.data.readers import InputError
-
-    builder = _BlockBuilder(_line_bound(path) // shards + 1, cfg) if block is None else None
-    canonical, ids, hits, row = bytearray(), [], {}, 0
-    progress = Progress(label)
-    for batch in _batches(path, cfg, shard=shard, shards=shards, details=details):
-        by_char = None  # which texts are shingled by characters: asked once for both uses
-        if builder is not None or index is not None:
-            by_char = char_shingle_mask(batch.texts)
-        if builder is not None:
-            sig = builder.add(batch, by_char)
-        else:
-            rows = slice(row, row + len(batch.lines))
-            if not np.array_equal(block.lines[rows], batch.lines):
-                raise InputError(path, "the signatures given are not this file's "
-                                       f"(line {batch.lines[0]})")
-            sig = block.sig[rows]
-        if index is not None:
-            _add_hits(hits, row, index.matches(batch.texts, sig, by_char), index)
-        canonical += bytes(batch.canonical)
-        ids += batch.ids
-        row += len(batch.lines)
-        progress.add(len(batch.lines))
-    progress.done()
-    if builder is not None:
-        block = builder.block()
-    elif row != len(block.lines):
-        raise InputError(path, "the signatures given are not this file's (more records)")
-    return Scan(block, np.frombuffer(canonical, dtype=bool), ids, hits)
-
-
-def shard_signatures(path: Path, cfg: DedupConfig, shard: int = 0, shards: int = 1) -> Block:
-    """Signatures of this shard's valid records, streamed in batches."""
-    return scan(path, cfg, shard=shard, shards=shards, label="dedup signatures").block
 
 
 def duplicate_representatives(block: Block, cfg: DedupConfig,
@@ -303,205 +73,23 @@ def duplicate_representatives(block: Block, cfg: DedupConfig,
 # --- decontamination ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BenchmarkItem:
-    benchmark: str
-    subject: str
-    split: str
-    id: str
-    segments: tuple[str, ...]  # question, then options, each normalised
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.segments)
 
 
-def benchmark_items(source: Source, names: Sequence[str]) -> list[BenchmarkItem]:
-    """Every question the evaluation uses (scored split and shot split), from a
-    local copy or the hub (`benchmarks.find_source`)."""
-    from danlu.data.text import normalize_text
-    from danlu.evaluation.benchmarks import layout, load_benchmark
-
-    items = []
-    for name in names:
-        spec = layout(name)
-        for data in load_benchmark(name, source.root, hub_id=source.hub_id(name)):
-            for split, questions in ((spec.shot_split, data.shots), (spec.eval_split, data.questions)):
-                for q in questions:
-                    segments = tuple(normalize_text(t) for t in (q.question, *q.options))
-                    items.append(BenchmarkItem(name, data.subject.name, split, q.id, segments))
-    return items
 
 
-def _exact_ngrams(text: str, n: int) -> set[str]:
-    from danlu.data.minhash import MinHashParams, shingles
-
-    return set(shingles(text, MinHashParams(char_ngram=n, word_ngram=n)))
 
 
-def _item_pieces(item: BenchmarkItem, n: int) -> list[str]:
-    """The parts of a question whose n-grams identify it: each segment long
-    enough to have an n-gram, on its own, so a leak that words the option
-    labels differently ("A、" or "(A)") still matches in full; the whole text
-    when no segment is that long."""
-    long_enough = [s for s in item.segments if len(s) >= n]
-    return long_enough or [item.text]
 
 
-class HashSet:
-    """A set of 32-bit hashes (the benchmark n-grams) for testing the n-grams
-    of many records at once. Two tables of a flag per slot (8 slots a member,
-    4 MB for C-Eval + CMMLU, so they stay near cache), one on the top bits of
-    the hash and one on the top bits of a multiple of it, rule out ~99% of
-    non-members with a gather each; the rest are looked up in the sorted
-    members, sorted themselves first (binary search then walks memory
-    forward, ~5x faster)."""
-
-    _MIX = np.uint32(0x9E3779B1)  # odd: a multiple's top bits are a second hash
-
-    def __init__(self, members: np.ndarray):
-        self.members = sorted_unique(members.astype(np.uint32))
-        bits = int(np.clip(np.ceil(np.log2(8 * max(len(self.members), 1))), 16, 26))
-        self.shift = np.uint32(32 - bits)
-        self.top = np.zeros(1 << bits, dtype=bool)
-        self.top[self.members >> self.shift] = True
-        self.mixed = np.zeros(1 << bits, dtype=bool)
-        self.mixed[(self.members * self._MIX) >> self.shift] = True
-
-    def __len__(self) -> int:
-        return len(self.members)
-
-    def find(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(positions in `hashes` of members, their index in self.members), in
-        no particular order."""
-        maybe = np.flatnonzero(np.take(self.top, (hashes >> self.shift).astype(np.intp)))
-        mixed = (hashes[maybe] * self._MIX) >> self.shift
-        maybe = maybe[np.take(self.mixed, mixed.astype(np.intp))]
-        maybe = maybe[np.argsort(hashes[maybe])]  # not stable: ~10x faster, and order is moot
-        values = hashes[maybe]
-        at = np.minimum(np.searchsorted(self.members, values), max(len(self.members) - 1, 0))
-        hit = self.members[at] == values if len(self.members) else np.zeros(len(values), bool)
-        return maybe[hit], at[hit]
 
 
-class ContaminationIndex:
-    """The n-grams and MinHash signatures of benchmark questions, to test
-    training records against. Work per record is one lookup per n-gram and
-    per LSH band, never a comparison with each question: decontaminating N
-    records costs O(N), whatever the number of questions."""
-
-    def __init__(self, items: Sequence[BenchmarkItem], cfg: DedupConfig):
-        self.items, self.cfg = list(items), cfg
-        n = cfg.contamination_ngram
-        owner, gram = self._item_grams(n)
-        self.sizes = np.bincount(owner, minlength=len(self.items))
-        self.grams = HashSet(gram)
-        # The questions holding grams.members[k] are owner[starts[k]:starts[k + 1]].
-        order = np.argsort(gram, kind="stable")
-        self.owner = owner[order]
-        self.starts = np.append(np.searchsorted(gram[order], self.grams.members), len(order))
-        self.sig = signatures([i.text for i in self.items], cfg.minhash())
-        self.buckets = BucketIndex(self.sig, cfg.minhash())
-        print(f"dedup: {len(self.items):,} benchmark questions indexed "
-              f"({len(self.grams):,} distinct {n}-grams)", file=sys.stderr, flush=True)
-
-    def _item_grams(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(question, n-gram hash) for each question's distinct n-grams over
-        all its pieces, sorted by question, then hash."""
-        pieces = [_item_pieces(i, n) for i in self.items]
-        hashes, counts = shingle_hashes([p for item in pieces for p in item], n, n)
-        piece_owner = np.repeat(np.arange(len(pieces)),
-                                np.array([len(p) for p in pieces], dtype=np.int64))
-        owner = np.repeat(piece_owner, counts).astype(np.uint64)
-        pairs = sorted_unique((owner << np.uint64(32)) | hashes.astype(np.uint64))
-        return (pairs >> np.uint64(32)).astype(np.int64), pairs.astype(np.uint32)
-
-    def matches(self, texts: Sequence[str], sig: np.ndarray,
-                by_char: np.ndarray | None = None) -> list[tuple[int, int, float, float]]:
-        """(text index, item index, n-gram containment, estimated Jaccard) for
-        every text that contains a benchmark item at or above the thresholds
-        (`by_char`: the texts' char_shingle_mask, if the caller has it)."""
-        found = self._ngram_matches(texts, by_char)
-        # Near copies by MinHash (a reworded question in a short record).
-        for item, t in self.buckets.near(sig).tolist():
-            found.setdefault((t, item), self._containment(texts[t], item))
-        keys = sorted(found)
-        pairs = np.array(keys, dtype=np.int64).reshape(-1, 2)[:, ::-1]  # (item, text)
-        jaccard = estimated_jaccard(self.sig, pairs, other=sig)
-        return [(t, item, round(found[(t, item)], 4), round(float(jac), 4))
-                for (t, item), jac in zip(keys, jaccard, strict=True)]
-
-    def _ngram_matches(self, texts: Sequence[str],
-                       by_char: np.ndarray | None = None) -> dict[tuple[int, int], float]:
-        """(text, item) -> exact containment, for texts holding at least the
-        threshold share of an item's n-gram hashes and, checked on the strings
-        (which rules out 32-bit collisions), of its n-grams."""
-        threshold = self.cfg.contamination_threshold
-        text, item, share = self._shares(*self._hits(texts, by_char))
-        found = {}
-        for t, i in zip(text[share >= threshold].tolist(), item[share >= threshold].tolist(),
-                        strict=True):
-            exact = self._containment(texts[t], i)
-            if exact >= threshold:
-                found[(t, i)] = exact
-        return found
-
-    def _hits(self, texts: Sequence[str], by_char: np.ndarray | None) -> tuple[np.ndarray, ...]:
-        """(text, n-gram) for each distinct n-gram of a text that some
-        question holds (the n-gram as its index in self.grams.members)."""
-        n = self.cfg.contamination_ngram
-        text, gram = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
-        for rows, hashes, counts in (shingle_hash_groups(texts, n, n, by_char) if texts else []):
-            at, member = self.grams.find(hashes)
-            text.append(rows[np.searchsorted(np.cumsum(counts), at, side="right")])
-            gram.append(member)
-        grams = max(len(self.grams), 1)
-        code = sorted_unique(np.concatenate(text) * grams + np.concatenate(gram))
-        return code // grams, code % grams
-
-    def _shares(self, text: np.ndarray, gram: np.ndarray) -> tuple[np.ndarray, ...]:
-        """(text, item, share of the item's n-grams in the text) for every
-        pair sharing an n-gram: each hit counts once for each item holding it."""
-        holders = self.starts[gram + 1] - self.starts[gram]
-        item = self.owner[_ranges(self.starts[gram], holders)]
-        items = max(len(self.items), 1)
-        code, shared = np.unique(np.repeat(text, holders) * items + item, return_counts=True)
-        text, item = code // items, code % items
-        return text, item, shared / self.sizes[item]
-
-    def _containment(self, text: str, item: int) -> float:
-        n = self.cfg.contamination_ngram
-        grams = set().union(*(_exact_ngrams(p, n) for p in _item_pieces(self.items[item], n)))
-        inside = _exact_ngrams(text, n)
-        return len(grams & inside) / len(grams) if grams else 0.0
 
 
-def _add_hits(hits: dict[int, dict], first_row: int, matches, index: ContaminationIndex) -> None:
-    """Record each row's strongest leak (the first item of equal overlap)."""
-    for t, item, share, jac in matches:
-        row = first_row + t
-        if row not in hits or share > hits[row]["ngram_overlap"]:
-            it = index.items[item]
-            hits[row] = {"benchmark": it.benchmark, "subject": it.subject, "split": it.split,
-                         "question_id": it.id, "ngram_overlap": share, "jaccard": jac}
 
 
 # --- the dedup job ------------------------------------------------------------------
 
 
-def _rows_of_lines(path: Path, valid: np.ndarray) -> Iterator[tuple[int | None, int, str]]:
-    """(row, line number, line) for each non-blank line of a file scanned
-    before, whose valid records are at line numbers `valid`; row is None for
-    a line that is not a valid record."""
-    expected = chain.from_iterable(valid[lo : lo + 65536].tolist()
-                                   for lo in range(0, len(valid), 65536))
-    row, want = 0, next(expected, None)
-    for n, line in _lines(path):
-        if n == want:
-            yield row, n, line
-            row, want = row + 1, next(expected, None)
-        else:
-            yield None, n, line
 
 
 # What the writing pass does with a valid record's line.
@@ -544,7 +132,7 @@ def _write_records(path: Path, lines: np.ndarray, plan: _Plan,
     reasons: Counter = Counter()
     per_subject: Counter = Counter()
     progress = Progress("dedup write")
-    for row, n, line in _rows_of_lines(path, lines):
+    for row, n, line in rows_of_lines(path, lines):
         progress.add(1)
         if row is None:
             _record, problem = parse_line(line)
@@ -644,59 +232,54 @@ def _write_clusters(path: Path, rep: np.ndarray, exact: np.ndarray, alive: np.nd
 # --- the split ------------------------------------------------------------------------
 
 
-def _group_unit(key: str, seed: int) -> float:
-    """A stable pseudo-random number in [0, 1) for a group."""
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def _val_groups(unit: dict[int, float], sizes: np.ndarray, val_size: float) -> set[int]:
-    """Groups for val: whole groups in hash order up to a count (val_size >= 1),
-    else those whose unit falls below the share."""
-    if val_size < 1:
-        return {g for g, u in unit.items() if u < val_size}
-    val_groups, taken = set(), 0
-    for g in sorted(unit, key=unit.get):
-        if taken >= val_size:
-            break
-        val_groups.add(g)
-        taken += int(sizes[g])
-    return val_groups
 
 
-def split_file(path: Path, cfg: DedupConfig, seed: int, out_dir: Path) -> dict:
-    """train.jsonl / val.jsonl. Records still similar at `split_threshold`
-    form a group (named by its earliest id) that goes wholly to one side;
-    the side depends only on the group's name and the seed, so adding or
-    removing other records moves no existing record."""
-    from danlu.outputs import atomic_outputs, write_json
 
-    found = scan(path, cfg, details=True, label="split signatures")
-    params = cfg.minhash(cfg.split_threshold)
-    groups = representatives(len(found.block.lines), near_duplicate_pairs(found.block.sig, params))
-    sizes = np.bincount(groups, minlength=len(groups))
-    # A group's earliest row is its representative: ascending = first seen.
-    unit = {g: _group_unit(found.ids[g], seed) for g in np.flatnonzero(sizes).tolist()}
-    val_groups = _val_groups(unit, sizes, cfg.val_size)
-    side_of = [g in val_groups for g in groups.tolist()]
-    canonical = found.canonical.tolist()
-    counts = Counter()
-    names = ("train.jsonl", "val.jsonl", "split_stats.json")
-    with atomic_outputs([out_dir / n for n in names]) as (train_tmp, val_tmp, stats_tmp):
-        with open(train_tmp, "w", encoding="utf-8") as train, \
-                open(val_tmp, "w", encoding="utf-8") as val:
-            progress = Progress("split write")
-            for row, _n, line in _rows_of_lines(path, found.block.lines):
-                progress.add(1)
-                if row is None:
-                    continue
-                side = "val" if side_of[row] else "train"
-                (val if side_of[row] else train).write(
-                    line if canonical[row] else dumps(json.loads(line)))
-                counts[side] += 1
-            progress.done()
-        stats = {"train": counts["train"], "val": counts["val"], "groups": len(unit),
-                 "groups_with_several_records": int((sizes > 1).sum()),
-                 "val_size": cfg.val_size, "split_threshold": cfg.split_threshold, "seed": seed}
-        write_json(stats_tmp, stats)
-    return stats
+
+def main(args) -> None:
+    from danlu.stage import run_stage
+
+    params = stage_params(args, "dedup")
+    cfg = from_mapping(DedupConfig, params)
+    source, out = records_input(args.input), Path(args.out)
+    prefixes = [Path(p) for p in args.signatures]
+    shard_files = [Path(f"{p}.{n}.npy") for p in prefixes for n in ("lines", "sig", "sha")]
+    benchmarks = None
+    if cfg.decontaminate and cfg.contamination_benchmarks:
+        # By hand, no benchmarks means no decontamination (said in the log), not a
+        # download: the hub is read only when --benchmark-hub names it.
+        benchmarks = benchmark_source(args, default_hub=False)
+        if benchmarks is None:
+            print("dedup: decontamination SKIPPED: give --benchmarks DIR or "
+                  "--benchmark-hub NAME=HUB_ID to remove benchmark questions")
+
+    def work(run):
+        shards = args.shards or cfg.shards
+        if prefixes:  # signed by the workflow's shard jobs
+            block = Block.load_shards(prefixes)
+        elif shards > 1:  # as those jobs would, in this process (the same outputs)
+            block = Block.concat([shard_signatures(source, cfg, i, shards) for i in range(shards)])
+        else:  # signed by dedup_file's first pass, which also decontaminates
+            block = None
+        index = None
+        if benchmarks is not None:
+            index = ContaminationIndex(benchmark_items(benchmarks, cfg.contamination_benchmarks),
+                                       cfg)
+        return dedup_file(source, block, cfg, out, index)
+
+    names = ("records.jsonl", "removed.jsonl", "clusters.jsonl", "stats.json", "clusters.png")
+    stats = run_stage(
+        "dedup", {"dedup": params, "benchmarks": _describe(benchmarks, cfg)}, work,
+        inputs=[source, *shard_files, *args.code], outputs=[out / n for n in names],
+        manifest_path=out / "manifest.json", artifacts=[out / "clusters.png"],
+        datasets=[(source.as_posix(), "cleaned"), ((out / "records.jsonl").as_posix(), "deduplicated")],
+    )
+    print(f"dedup: {stats['records_in']} in, {stats['records_kept']} kept, "
+          f"removed {stats['removed_by_reason']}")
+
+
+def _describe(benchmarks, cfg) -> str | None:
+    """What the manifest records as the decontamination source (None: skipped)."""
+    return benchmarks.describe(cfg.contamination_benchmarks) if benchmarks else None

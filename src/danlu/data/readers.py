@@ -257,3 +257,13 @@ def parquet_file(path: Path):
     if pf.metadata.num_rows == 0:
         raise InputError(path, "empty file (no rows)")
     return pf
+
+
+def records_input(path: str) -> Path:
+    """A canonical records.jsonl that exists, else exit 2 (the reader reports
+    one that does not decode)."""
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "no such file")
+    return p

@@ -12,9 +12,16 @@ RecordError(reason, field, detail); it never raises anything else for bad data.
 
 from __future__ import annotations
 
+from itertools import chain
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 FORMATS = ("alpaca", "sharegpt", "messages")
@@ -205,3 +212,58 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 def dumps(record: Mapping[str, Any]) -> str:
     """One canonical JSONL line: key order fixed, Chinese kept readable."""
     return _ENCODER.encode(record) + "\n"
+
+
+def parse_line(line: str) -> tuple[dict | None, str | None]:
+    """A canonical record, or (None, why) for a line a hand-made file got wrong."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        return None, f"invalid JSON: {err.msg}"
+    if not isinstance(record, dict):
+        return None, "not a JSON object"
+    if not isinstance(record.get("id"), str):
+        return None, "field 'id' missing or not a string"
+    messages = record.get("messages")
+    if not (isinstance(messages, list) and messages and all(
+            isinstance(m, dict) and isinstance(m.get("content"), str)
+            and isinstance(m.get("role"), str) for m in messages)):
+        return None, "field 'messages' is not a list of {role, content}"
+    return record, None
+
+
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) for every non-blank line. A file that is not UTF-8
+    is unusable as a whole: InputError (exit 2)."""
+    from danlu.data.readers import InputError
+
+    n = 0
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, start=1):
+                if line.strip():
+                    yield n, line
+    except UnicodeDecodeError:
+        raise InputError(path, f"not UTF-8 after line {n}") from None
+
+
+def iter_records(path: Path) -> Iterator[tuple[int, dict | None, str | None, str]]:
+    """(line number, record or None, problem, raw line) for every non-blank line."""
+    for n, line in numbered_lines(path):
+        record, problem = parse_line(line)
+        yield n, record, problem, line
+
+
+def rows_of_lines(path: Path, valid: np.ndarray) -> Iterator[tuple[int | None, int, str]]:
+    """(row, line number, line) for each non-blank line of a file scanned
+    before, whose valid records are at line numbers `valid`; row is None for
+    a line that is not a valid record."""
+    expected = chain.from_iterable(valid[lo : lo + 65536].tolist()
+                                   for lo in range(0, len(valid), 65536))
+    row, want = 0, next(expected, None)
+    for n, line in numbered_lines(path):
+        if n == want:
+            yield row, n, line
+            row, want = row + 1, next(expected, None)
+        else:
+            yield None, n, line

@@ -329,3 +329,12 @@ def official_question(q: Question, answer: str | None = None) -> str:
 def official_context(data: SubjectData, q: Question, shots: Sequence[Question]) -> str:
     examples = "".join(official_question(s, s.answer) for s in shots)
     return header(data.benchmark, data.subject) + examples + official_question(q)
+
+
+def benchmark_source(args, *, default_hub: bool):
+    """The benchmarks a command reads (`--benchmarks`, `--benchmark-hub`), said in its log."""
+
+    source, why = find_source(args.benchmarks, parse_hub_ids(args.benchmark_hub),
+                              default_hub=default_hub)
+    print(f"{args.command}: benchmarks: {why}")
+    return source

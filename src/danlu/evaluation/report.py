@@ -287,3 +287,23 @@ def _number(value):
 
 def _dump(obj, indent: int | None = None) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, indent=indent)
+
+
+def main(args) -> None:
+    from danlu.stage import run_stage
+
+    summaries = {Path(p).parent.name: json.loads(Path(p).read_text(encoding="utf-8"))
+                 for p in args.summaries}
+    facts = {}
+    for p in args.summaries:
+        model = json.loads((Path(p).parent / "model.json").read_text(encoding="utf-8"))
+        facts[Path(p).parent.name] = {"size_mb": round(model["bytes"] / 2**20, 3),
+                                      "val_perplexity": model.get("val_perplexity")}
+    out = Path(args.out)
+    run_stage("eval_compare", {"models": list(summaries)},
+              lambda run: {k: str(v) for k, v in
+                           write_comparison(summaries, out, model_facts=facts).items()},
+              inputs=[*args.summaries, *args.code],
+              outputs=[out / "compare.csv", out / "compare.png", out / "compare.html"],
+              manifest_path=out / "compare.manifest.json", artifacts=[out / "compare.png"],
+              log_stats=False)

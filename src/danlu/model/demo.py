@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from danlu.config import stage_params
 from danlu.data.templates import CHATML
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -120,3 +121,19 @@ def benchmark_leak_records(source, per_benchmark: int = 1) -> list[dict]:
             records.append({"instruction": f"{q.question}\n{options}", "input": "",
                             "output": f"答案：{q.answer}"})
     return records
+
+
+def main(args) -> None:
+    from danlu.outputs import atomic_dir
+    from danlu.stage import run_stage
+
+    params = stage_params(args, "demo")
+    shape = DemoModelShape(**params["model"])
+    out = Path(args.out)
+
+    def work(run):
+        with atomic_dir(out) as tmp:
+            return build_demo_model(tmp, Path(args.corpus), shape)
+
+    run_stage("demo_model", params, work, inputs=[args.corpus, *args.code], outputs=[out],
+              manifest_path=Path(args.manifest))

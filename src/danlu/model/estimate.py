@@ -20,7 +20,13 @@ before renting the GPU, and it agrees with measured peaks to within ~20%.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+
+from danlu.config import from_mapping, load_config
+from danlu.errors import UsageError
+from danlu.model.loading import ModelError
 
 GIB = 2**30
 NF4_BITS = 4
@@ -111,3 +117,50 @@ def estimate_memory(shape: Shape, *, quantization: str, double_quant: bool, lora
         "lora_parameters_m": round(lora_params / 1e6, 2),
         "tokens_per_micro_batch": tokens,
     }
+
+
+def main(args) -> None:
+    from danlu.config import TrainConfig
+    from danlu.model.loading import model_config, resolve_model_path
+
+    config = load_config(args.config)
+    cfg = from_mapping(TrainConfig, config["train"])
+    if args.shape:
+        shape, source = Shape(**SHAPES[args.shape]), f"preset {args.shape}"
+    else:
+        model = "results/demo_model/model" if config["base_model"] == "demo" else config["base_model"]
+        try:
+            shape = Shape.from_config(model_config(resolve_model_path(model, config["base_model_revision"])))
+        except ModelError as err:
+            raise UsageError(f"{err}; pass --shape ({', '.join(SHAPES)}) to estimate offline") from None
+        source = model
+    cutoff = args.cutoff_len or _planned_cutoff(config)
+    result = estimate_memory(
+        shape, quantization=cfg.quantization, double_quant=cfg.double_quant, lora_r=cfg.lora_r,
+        lora_target=cfg.lora_target, batch_size=cfg.per_device_train_batch_size,
+        cutoff_len=cutoff, gradient_checkpointing=cfg.gradient_checkpointing,
+        optim=cfg.optim if cfg.optim != "auto" else "paged_adamw_8bit", packing=cfg.packing,
+        num_processes=cfg.num_processes,
+        fsdp="fsdp" in (cfg.accelerate_config or ""),
+    )
+    result = {"model": source, "cutoff_len": cutoff, **result}
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+        return
+    print(f"danlu estimate: {source}, {result['base_parameters_b']} B parameters, "
+          f"{cfg.quantization}, LoRA r={cfg.lora_r} ({result['lora_parameters_m']} M), "
+          f"batch {cfg.per_device_train_batch_size} x cutoff_len {cutoff}")
+    for term, gib in result["terms_gib"].items():
+        print(f"  {term:<20} {gib:8.2f} GiB")
+    print(f"  {'peak per device':<20} {result['per_device_gib']:8.2f} GiB")
+
+
+def _planned_cutoff(config: dict) -> int:
+    """The cutoff training will use: decided (results/lengths/cutoff.json),
+    else fixed in config, else the upper clamp (the worst case)."""
+    decided = Path("results/lengths/cutoff.json")
+    if config["lengths"]["cutoff_len"] != "auto":
+        return int(config["lengths"]["cutoff_len"])
+    if decided.is_file():
+        return int(json.loads(decided.read_text(encoding="utf-8"))["cutoff_len"])
+    return int(config["lengths"]["max_cutoff"])

@@ -152,3 +152,21 @@ def sharded_training() -> bool:
 
     return any(os.environ.get(v, "").lower() in ("1", "true")
                for v in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
+
+
+def model_inputs(name: str) -> list[str]:
+    """A local model directory is an input (its files hashed into the manifest,
+    under their project-relative or absolute paths); a hub model lies in the
+    user's cache, and model_facts identifies it instead."""
+
+    local = local_model_dir(name)
+    return [] if local is None else [str(local)]
+
+
+def model_facts(args, model_path: Path) -> dict:
+    """The base model as a model job records it: as named, and its identity
+    (models.model_identity: every file's sha256, one combined digest, the hub
+    commit), which the model card and the provenance repeat."""
+
+    return {"base_model": args.model, "revision": args.revision,
+            "base_model_identity": model_identity(args.model, args.revision, model_path)}

@@ -23,8 +23,15 @@ from pathlib import Path
 
 import torch
 
+from danlu.config import stage_params
 from danlu.errors import UserError
-from danlu.model.loading import load_model, load_tokenizer, resolve_model_path
+from danlu.model.loading import (
+    load_model,
+    load_tokenizer,
+    model_facts,
+    model_inputs,
+    resolve_model_path,
+)
 from danlu.outputs import atomic_dir, bytes_on_disk
 
 log = logging.getLogger(__name__)
@@ -332,3 +339,36 @@ def merge_adapter(base_dir, adapter_dir, out_dir, *, check_inputs: list[list[int
         "bytes_on_disk": size,
         "base_name_mismatch": mismatch,
     }
+
+
+def main(args) -> None:
+    from danlu.stage import run_stage
+
+    params = stage_params(args, "export")
+    model_path = resolve_model_path(args.model, args.revision)
+    tokenizer = load_tokenizer(Path(args.adapter), args.template, args.trust_remote_code)
+    prompts = _check_prompts(args.val, tokenizer, params["merge_check_prompts"])
+    out = Path(args.out)
+    adapter_files = sorted(str(p) for p in Path(args.adapter).glob("adapter_*"))
+    run_stage(
+        "merge", {"export": params, **model_facts(args, model_path)},
+        lambda run: merge_adapter(model_path, Path(args.adapter), out, check_inputs=prompts,
+                                  dtype=params["merge_dtype"], template=args.template,
+                                  trust_remote_code=args.trust_remote_code),
+        inputs=[*model_inputs(args.model), *adapter_files, args.val, *args.code],
+        outputs=[out], manifest_path=Path(args.manifest),
+    )
+
+
+def _check_prompts(val_path: str, tokenizer, n: int, max_tokens: int = 128) -> list[list[int]]:
+    """Token ids of the first n val records' prompts, for the merge check."""
+    from danlu.data.records import read_jsonl
+
+    prompts = []
+    for record in read_jsonl(val_path):
+        text = tokenizer.apply_chat_template(record["messages"][:-1], add_generation_prompt=True,
+                                             tokenize=False)
+        prompts.append(tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens])
+        if len(prompts) == n:
+            break
+    return prompts

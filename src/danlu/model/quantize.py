@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from danlu.config import from_mapping, stage_params
 from danlu.errors import UserError
 from danlu.outputs import atomic_dir, bytes_on_disk
 
@@ -432,3 +433,32 @@ def _architectures(model_dir: Path) -> list[str]:
     if not config.is_file():
         return []
     return json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+
+
+def main(args) -> None:
+    from danlu.data.records import read_jsonl
+    from danlu.model.loading import load_tokenizer
+    from danlu.stage import run_stage
+
+    params = stage_params(args, "export")
+    gates = from_mapping(Gates, params["gates"])
+    tokenizer = load_tokenizer(Path(args.model), args.template, args.trust_remote_code)
+    texts = calibration_texts(list(read_jsonl(args.train)), tokenizer,
+                              params["calibration_samples"], args.seed)
+    val_examples = read_gate_examples(Path(args.val), gates.val_examples, gates.max_tokens)
+    out = Path(args.out)
+    stats = run_stage(
+        f"quantize_{args.method}", {"export": params, "method": args.method, "seed": args.seed},
+        lambda run: quantize_model(
+            Path(args.model), out, method=args.method, calibration_texts=texts, tokenizer=tokenizer,
+            scheme=params["scheme"], group_size=params["group_size"],
+            max_seq_length=params["calibration_max_length"],
+            dampening_frac=params["dampening_frac"], val_examples=val_examples, gates=gates,
+            trust_remote_code=args.trust_remote_code),
+        inputs=[args.model, args.train, args.val, *args.code], outputs=[out],
+        manifest_path=Path(args.manifest),
+    )
+    gate = stats["gate"]
+    print(f"quantize {args.method}: passed export.gates on {gate['val_tokens']} val tokens: "
+          f"top-1 agreement {gate['top1_agreement']:.4f} (min {gate['min_top1_agreement']}), "
+          f"perplexity ratio {gate['ppl_ratio']:.4f} (max {gate['max_ppl_ratio']})")

@@ -12,14 +12,21 @@ Design, in the spirit of nanoGPT's flat files:
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import torch
 
-from danlu.config import ConfigError, TrainConfig
-from danlu.data.lengths import build_example, truncate_example  # noqa: F401  (one builder, shared)
-from danlu.model.loading import load_model, resolve_dtype, sharded_training
+from danlu.config import ConfigError, TrainConfig, from_mapping, stage_params
+from danlu.data.tokenize import build_example, truncate_example  # noqa: F401  (one builder, shared)
+from danlu.model.loading import (
+    load_model,
+    model_facts,
+    model_inputs,
+    resolve_dtype,
+    sharded_training,
+)
 
 COMPLETE_MARKER = "danlu_complete.json"
 FINGERPRINT = "danlu_fingerprint.json"
@@ -459,3 +466,51 @@ def _broadcast(value):
         torch.distributed.broadcast_object_list(holder, src=0)
         return holder[0]
     return value
+
+
+def main(args) -> None:
+    from danlu.audit.manifest import rel, sha256_file
+    from danlu.model.loading import load_tokenizer, max_positions, resolve_model_path
+    from danlu.stage import run_stage
+
+    params = stage_params(args, "train")
+    cfg = from_mapping(TrainConfig, params)
+    model_path = resolve_model_path(args.model, args.revision)
+    cutoff = json.loads(Path(args.cutoff).read_text(encoding="utf-8"))
+    check_config(cfg, model_path, int(cutoff["cutoff_len"]), max_positions(model_path),
+                 args.trust_remote_code)
+    tokenizer = load_tokenizer(model_path, args.template, args.trust_remote_code)
+    data, out = Path(args.data), Path(args.out)
+    splits = [data / s for s in ("train", "val") if (data / s).is_dir()]
+    fingerprint = {"train": params, "seed": args.seed, "cutoff": cutoff,
+                   "model": model_facts(args, model_path),
+                   "data": {rel(f): sha256_file(f) for s in splits for f in sorted(s.rglob("*"))
+                            if f.is_file()}}
+
+    def outputs():  # the adapter, tokenizer and reports; not checkpoints/ or the manifest
+        return sorted(p for p in out.iterdir() if p.is_file() and p.name != "manifest.json")
+
+    def work(run):
+        return run_training(arrow_dir=data, cutoff=cutoff, model_dir=model_path,
+                            tokenizer=tokenizer, cfg=cfg, seed=args.seed,
+                            out_dir=out, run=run, fingerprint=fingerprint,
+                            trust_remote_code=args.trust_remote_code)
+
+    if int(os.environ.get("RANK", "0")) != 0:  # DDP: only rank 0 writes files and records
+        from danlu.audit.tracking import StageRun
+
+        os.environ["DANLU_TRACKING_DISABLED"] = "1"
+        work(StageRun("train"))
+        return
+    record = {"train": params, "seed": args.seed, **model_facts(args, model_path)}
+    run_stage(
+        "train", record, work,
+        inputs=[*splits, args.cutoff, *model_inputs(args.model), *args.code],
+        outputs=outputs,
+        manifest_path=out / "manifest.json", artifacts=[out / "loss.png"],
+        datasets=[(s.as_posix(), s.name) for s in splits],
+        nondeterministic={
+            rel(out / "trainer_state.json"): "holds wall-clock throughput (train_runtime, samples/s)",
+            rel(out / "train_metrics.json"): "holds wall-clock throughput and peak memory",
+        },
+    )

@@ -1,1 +1,0 @@
-"""The `danlu` subcommands, grouped by stage; `danlu.cli` builds the parser."""
