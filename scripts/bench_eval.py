@@ -285,7 +285,7 @@ def time_sides(args, model, tokenizer, subjects, tmp: Path) -> dict:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from danlu.evaluation.evaluate import EvalConfig
+    from danlu.evaluation.evaluate import eval_config
 
     clock = ForwardClock(model)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size)
@@ -296,7 +296,7 @@ def time_sides(args, model, tokenizer, subjects, tmp: Path) -> dict:
     tasks = lm_eval_tasks(subjects, args.benchmarks_root, tmp / "datasets")
 
     def danlu_side(limit, out):
-        config = EvalConfig(
+        config = eval_config(
             subjects=[f"{b}/{s}" for b, s in subjects],
             num_fewshot=args.num_fewshot,
             max_per_subject=limit,

@@ -64,6 +64,20 @@ def audited_run(tmp_path_factory):
     return audited_run_at(Path(kept) if kept else tmp_path_factory.mktemp("audited"))
 
 
+@pytest.fixture(scope="session")
+def workflow_project(tmp_path_factory):
+    """The tiny three-format project (workflow_utils.make_workflow_project), run
+    once per session, and the record of that first run (run_record), taken
+    before test_workflow starts editing and rerunning it."""
+    from types import SimpleNamespace
+
+    from workflow_utils import make_workflow_project, run_record, snakemake
+
+    root = make_workflow_project(tmp_path_factory.mktemp("wf"))
+    snakemake(root)
+    return SimpleNamespace(root=root, first=run_record(root))
+
+
 @pytest.fixture
 def hub_offline(monkeypatch, tmp_path):
     """No hub access, tracking off, a fresh datasets cache, cwd in tmp_path."""

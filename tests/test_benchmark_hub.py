@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,7 +22,7 @@ from danlu.cli import main
 from danlu.data.records import dumps
 from danlu.evaluation import benchmarks
 from danlu.evaluation.benchmarks import Source, find_source, layout, load_benchmark, load_subjects
-from danlu.evaluation.evaluate import EvalConfig, load_selected
+from danlu.evaluation.evaluate import eval_config, load_selected
 
 SUBJECTS = {"ceval": ["accountant", "college_physics"], "cmmlu": ["agronomy", "arts"]}
 SPLITS = {"ceval": ["dev", "val", "test"], "cmmlu": ["dev", "test"]}
@@ -85,9 +86,8 @@ def test_no_local_copy_reads_the_configured_hub_ids(hub, tmp_path):
     assert Source(None).hub_id("cmmlu") == "haonan-li/cmmlu"  # the official id by default
     assert find_source(BENCHMARKS, hub)[0] == Source(BENCHMARKS)
     assert find_source(None, {}, default_hub=False) == (None, "no local copy given")
-    config = EvalConfig(subjects=["ceval/accountant", "cmmlu/arts"], max_per_subject=3, hub=hub)
-    assert load_selected(config, None) == load_selected(EvalConfig(**{
-        **config.__dict__, "hub": {}}), BENCHMARKS)
+    config = eval_config(subjects=["ceval/accountant", "cmmlu/arts"], max_per_subject=3, hub=hub)
+    assert load_selected(config, None) == load_selected(replace(config, hub={}), BENCHMARKS)
 
 
 def test_dedup_decontaminates_against_the_hub(hub, tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """The config schema, the demo config, and the example setups users copy."""
 
 import copy
+import dataclasses
 import re
 import shlex
 from pathlib import Path
@@ -10,7 +11,18 @@ import yaml
 from workflow_utils import merge_config
 
 from danlu.cli import main as danlu_main
-from danlu.config import ConfigError, load_config, load_schema
+from danlu.config import (
+    CleanConfig,
+    ConfigError,
+    DedupConfig,
+    ExportConfig,
+    Gates,
+    LengthsConfig,
+    TrainConfig,
+    load_config,
+    load_schema,
+    section,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "config" / "examples").glob("*.yaml"))
@@ -109,3 +121,30 @@ def load_config_from(mapping: dict) -> dict:
     from danlu.config import validate_config
 
     return validate_config(copy.deepcopy(mapping))
+
+
+@pytest.mark.parametrize(("name", "cls"), [("clean", CleanConfig), ("dedup", DedupConfig),
+                                           ("lengths", LengthsConfig), ("train", TrainConfig),
+                                           ("export", ExportConfig)])
+def test_stage_configs_have_the_schema_keys_and_its_defaults(name, cls):
+    keys = load_schema()["properties"][name]["properties"]
+    assert [f.name for f in dataclasses.fields(cls)] == list(keys)
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(cls))
+    defaults = load_config(None)[name]
+    built = section(load_config(None), name, cls)
+    assert dataclasses.asdict(built) == defaults
+
+
+def test_export_gates_are_typed():
+    export = section(load_config_from({"export": {"gates": {"max_ppl_ratio": 2}}}), "export",
+                     ExportConfig)
+    assert isinstance(export.gates, Gates) and export.gates.max_ppl_ratio == 2
+
+
+def test_dedup_minhash_takes_the_schema_bounds_of_num_perm():
+    bounds = load_schema()["properties"]["dedup"]["properties"]["num_perm"]
+    for num_perm in (bounds["minimum"], bounds["maximum"]):
+        config = load_config_from({"dedup": {"num_perm": num_perm}})
+        assert section(config, "dedup", DedupConfig).minhash().num_perm == num_perm
+    with pytest.raises(ConfigError, match="dedup.num_perm"):
+        load_config_from({"dedup": {"num_perm": bounds["maximum"] + 1}})

@@ -3,11 +3,13 @@ the two averages, the official CMMLU method, and byte-identical outputs."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from workflow_utils import BENCHMARKS, needs_benchmarks  # noqa: E402
 
-from danlu.config import ConfigError
+from danlu.config import ConfigError, load_config
 from danlu.evaluation.benchmarks import (
     BenchmarkError,
     Question,
@@ -20,6 +22,7 @@ from danlu.evaluation.evaluate import (
     EvalConfig,
     build_items,
     config_facts,
+    eval_config,
     evaluate_model,
     letter_token_ids,
     load_selected,
@@ -48,7 +51,7 @@ def tiny(tiny_model_dir):
 
 
 def _config(**overrides) -> EvalConfig:
-    return EvalConfig(
+    return eval_config(
         **{"subjects": SUBJECTS, "max_per_subject": PER_SUBJECT, "batch_size": 4, **overrides}
     )
 
@@ -197,7 +200,7 @@ def _made_up_subject(answers: list[str]) -> SubjectData:
 def test_answers_outside_a_to_d_are_skipped_and_reported(tiny, tmp_path):
     model, tokenizer = tiny
     data = _made_up_subject(["A", "E", "", "d", "C"])
-    config = EvalConfig(benchmarks=["cmmlu"])
+    config = eval_config(benchmarks=["cmmlu"])
     results = score_subjects(model, tokenizer, [data], config)
     assert [r.skipped for r in results] == [False, True, True, True, False]
     summary = write_outputs(results, config_facts(config), tmp_path, "digest")
@@ -254,7 +257,7 @@ def test_peft_wrapped_and_plain_forward_models_score_alike(tiny):
 
     model, tokenizer = tiny
     data = _made_up_subject(["ABCD"[i % 4] for i in range(10)])
-    config = EvalConfig(benchmarks=["cmmlu"], batch_size=3)
+    config = eval_config(benchmarks=["cmmlu"], batch_size=3)
     plain = score_subjects(model, tokenizer, [data], config)
     lora = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     try:
@@ -271,7 +274,7 @@ def test_peft_wrapped_and_plain_forward_models_score_alike(tiny):
 def test_last_token_is_the_official_cmmlu_method(tiny):
     model, tokenizer = tiny
     data = _made_up_subject(["A", "B", "C"])
-    config = EvalConfig(benchmarks=["cmmlu"], scoring="last_token")
+    config = eval_config(benchmarks=["cmmlu"], scoring="last_token")
     results = score_subjects(model, tokenizer, [data], config)
     letters = letter_token_ids(tokenizer)
     for q, r in zip(data.questions, results, strict=True):
@@ -291,21 +294,34 @@ def test_config_rejects_bad_values_in_one_line():
         {"num_fewshot": 3},
         {"scoring": "ppl"},
         {"benchmarks": ["mmlu"]},
+        {"benchmarks": []},
         {"batch_size": 0},
+        {"max_length": 8},
+        {"hub": {"mmlu": "cais/mmlu"}},
     ):
         with pytest.raises(ConfigError) as excinfo:
-            EvalConfig(**bad)
-        assert "\n" not in str(excinfo.value)
+            eval_config(**bad)
+        assert str(excinfo.value).count("evaluate") == 1 and "\n" not in str(excinfo.value)
+
+
+def test_config_is_the_schema_section_without_models():
+    section = load_config(None)["evaluate"]
+    config = EvalConfig.from_section(section)
+    assert "models" in section  # untouched: the manifest records the section as given
+    kept = {k: v for k, v in section.items() if k != "models"}
+    assert vars(config) == {**kept, "benchmarks": tuple(kept["benchmarks"]), "hub": {}}
+    assert eval_config() == config
+    assert eval_config(scoring="last_token") == replace(config, scoring="last_token")
 
 
 @needs_benchmarks
 def test_subject_names_plain_qualified_and_unknown():
-    both = load_selected(EvalConfig(subjects=["high_school_physics"]), BENCHMARKS)
+    both = load_selected(eval_config(subjects=["high_school_physics"]), BENCHMARKS)
     assert [[d.subject.name for d in v] for v in both.values()] == [["high_school_physics"]] * 2
-    one = load_selected(EvalConfig(subjects=["cmmlu/high_school_physics"]), BENCHMARKS)
+    one = load_selected(eval_config(subjects=["cmmlu/high_school_physics"]), BENCHMARKS)
     assert (len(one["ceval"]), len(one["cmmlu"])) == (0, 1)
     with pytest.raises(BenchmarkError) as excinfo:
-        load_selected(EvalConfig(subjects=["accountant", "ceval/agronomy"]), BENCHMARKS)
+        load_selected(eval_config(subjects=["accountant", "ceval/agronomy"]), BENCHMARKS)
     assert str(excinfo.value).endswith("ceval/agronomy") and "\n" not in str(excinfo.value)
 
 

@@ -19,11 +19,10 @@ from workflow_utils import finance_records
 
 from danlu.audit.export import ExportError, gate_lines, quality_gate, require_passed_gate
 from danlu.cli import main
-from danlu.config import from_mapping, load_config
+from danlu.config import ExportConfig, Gates, load_config, section
 from danlu.data.tokenize import ExampleOptions, build_example, tokenize_splits
 from danlu.model.loading import load_tokenizer
 from danlu.model.quantize import (
-    Gates,
     QualityGateError,
     QuantizeError,
     ValScores,
@@ -35,7 +34,7 @@ from danlu.model.quantize import (
     score_val,
 )
 
-DEFAULT_GATES = from_mapping(Gates, load_config(None)["export"]["gates"])
+DEFAULT_GATES = section(load_config(None), "export", ExportConfig).gates
 TRAIN_STEPS = 30  # enough for val perplexity ~4 (from ~2200): a zeroed model is then far worse
 
 

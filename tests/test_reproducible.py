@@ -2,41 +2,23 @@
 training losses exactly; what cannot be byte-identical is named, with the
 reason, in its manifest's `nondeterministic`."""
 
-import json
-
 import pytest
-from workflow_utils import TINY_RUN, make_project, snakemake
-
-from danlu.audit.verify import find_manifests
+from workflow_utils import make_workflow_project, run_record, snakemake
 
 pytestmark = pytest.mark.slow
 
-ALPACA = [{"instruction": f"第{i}个问题：债券{i}的久期是多少？", "output": f"答{i}：久期约为{i % 9 + 1}年。"}
-          for i in range(24)]
 
-
-def _run(root, key_dir):
-    root.mkdir()
-    make_project(root, [{"name": "alp", "path": "data/alp.jsonl", "format": "alpaca"}], TINY_RUN)
-    (root / "data" / "alp.jsonl").write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ALPACA), "utf-8")
-    snakemake(root, key_dir=key_dir)  # one signer, as on a user's machine
-    outputs, excused = {}, {}
-    for manifest in find_manifests(root / "results"):
-        data = json.loads(manifest.read_text("utf-8"))
-        excused.update(data["nondeterministic"])
-        outputs.update({e["path"]: e["sha256"] for e in data["outputs"]})
-    losses = [h["loss"] for h in json.loads(
-        (root / "results/train/trainer_state.json").read_text())["log_history"] if "loss" in h]
-    return outputs, excused, losses
-
-
-def test_clean_rerun_reproduces_every_data_artifact_and_the_losses(tmp_path):
-    first, excused, losses_a = _run(tmp_path / "a", tmp_path / "keys")
-    second, _, losses_b = _run(tmp_path / "b", tmp_path / "keys")
-    assert losses_a == losses_b and losses_a
-    assert set(first) == set(second)
-    differing = sorted(p for p in first if first[p] != second[p])
-    assert [p for p in differing if p not in excused] == []
+def test_clean_rerun_reproduces_every_data_artifact_and_the_losses(workflow_project, tmp_path):
+    """The session's workflow project, as first built, against the same
+    project built again from scratch elsewhere, signed by the same key (one
+    signer, as on a user's machine)."""
+    first = workflow_project.first
+    root = make_workflow_project(tmp_path / "again")
+    snakemake(root, key_dir=workflow_project.root / ".keys")
+    second = run_record(root)
+    assert first.losses == second.losses and first.losses
+    assert set(first.outputs) == set(second.outputs)
+    differing = sorted(p for p in first.outputs if first.outputs[p] != second.outputs[p])
+    assert [p for p in differing if p not in first.excused] == []
     for path in differing:  # every excuse gives its reason
-        assert excused[path].strip()
+        assert first.excused[path].strip()

@@ -2,37 +2,25 @@
 
 import json
 
-import pandas as pd
 import pytest
-from workflow_utils import TINY_RUN, edited_config, make_project, planned, read_json, snakemake
+from workflow_utils import (
+    WORKFLOW_ALPACA,
+    edited_config,
+    planned,
+    read_json,
+    snakemake,
+)
 
 from danlu.audit.manifest import sha256_file
 
 pytestmark = pytest.mark.slow
 
-ALPACA = [{"instruction": f"问题{i}：什么是第{i}种基金？", "input": "",
-           "output": f"第{i}种基金是一种集合投资工具，电话13912345678。"} for i in range(8)]
-SHAREGPT = [{"conversations": [{"from": "human", "value": f"Question {i} about bonds?"},
-                               {"from": "gpt", "value": f"Bond answer number {i}."}]}
-            for i in range(5)] + [{"conversations": []}]
-MESSAGES = [[{"role": "user", "content": f"利率问题{i}"}, {"role": "assistant", "content": f"利率回答{i}"}]
-            for i in range(4)]
-
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("wf")
-    make_project(root, [
-        {"name": "alp", "path": "data/alp.jsonl", "format": "alpaca"},
-        {"name": "sg", "path": "data/sg.json"},
-        {"name": "msg", "path": "data/msg.parquet", "format": "messages"},
-    ], TINY_RUN)
-    (root / "data" / "alp.jsonl").write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ALPACA) + "{broken\n", "utf-8")
-    (root / "data" / "sg.json").write_text(json.dumps(SHAREGPT, ensure_ascii=False), "utf-8")
-    pd.DataFrame({"messages": MESSAGES}).to_parquet(root / "data" / "msg.parquet")
-    snakemake(root)
-    return root
+def project(workflow_project):
+    """The session's workflow project (conftest): its first build is also what
+    test_reproducible's clean rerun is compared with."""
+    return workflow_project.root
 
 
 def test_clean_outputs_and_manifest_digests(project):
@@ -232,7 +220,7 @@ def test_appending_a_duplicate_changes_no_split_and_does_not_retrain(project):
     """Runs last: it leaves the appended record in place."""
     split = {n: (project / f"results/dedup/{n}.jsonl").read_bytes() for n in ("train", "val")}
     path = project / "data/alp.jsonl"
-    path.write_bytes(path.read_bytes() + (json.dumps(ALPACA[2], ensure_ascii=False) + "\n").encode())
+    path.write_bytes(path.read_bytes() + (json.dumps(WORKFLOW_ALPACA[2], ensure_ascii=False) + "\n").encode())
     jobs = planned(project)
     assert jobs["clean"] == 1 and jobs["dedup"] == 1
     snakemake(project, "results/dedup/train.jsonl", "results/dedup/val.jsonl")

@@ -135,6 +135,50 @@ def read_json(path: Path):
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+# --- the workflow project, shared by test_workflow and test_reproducible ----------------
+
+WORKFLOW_ALPACA = [{"instruction": f"问题{i}：什么是第{i}种基金？", "input": "",
+                    "output": f"第{i}种基金是一种集合投资工具，电话13912345678。"} for i in range(8)]
+WORKFLOW_SHAREGPT = [{"conversations": [{"from": "human", "value": f"Question {i} about bonds?"},
+                                        {"from": "gpt", "value": f"Bond answer number {i}."}]}
+                     for i in range(5)] + [{"conversations": []}]
+WORKFLOW_MESSAGES = [[{"role": "user", "content": f"利率问题{i}"},
+                      {"role": "assistant", "content": f"利率回答{i}"}] for i in range(4)]
+
+
+def make_workflow_project(root: Path) -> Path:
+    """Three formats in three file types (one broken line, one empty
+    conversation), the whole DAG configured by TINY_RUN; not yet run."""
+    import pandas as pd
+
+    make_project(root, [
+        {"name": "alp", "path": "data/alp.jsonl", "format": "alpaca"},
+        {"name": "sg", "path": "data/sg.json"},
+        {"name": "msg", "path": "data/msg.parquet", "format": "messages"},
+    ], TINY_RUN)
+    (root / "data" / "alp.jsonl").write_text(_jsonl(WORKFLOW_ALPACA, ("{broken",)), "utf-8")
+    (root / "data" / "sg.json").write_text(json.dumps(WORKFLOW_SHAREGPT, ensure_ascii=False), "utf-8")
+    pd.DataFrame({"messages": WORKFLOW_MESSAGES}).to_parquet(root / "data" / "msg.parquet")
+    return root
+
+
+def run_record(root: Path):
+    """What a finished run made: {path: sha256} of every manifest's outputs,
+    {path: reason} of those excused as nondeterministic, and the training losses."""
+    from types import SimpleNamespace
+
+    from danlu.audit.verify import find_manifests
+
+    outputs, excused = {}, {}
+    for manifest in find_manifests(root / "results"):
+        data = json.loads(manifest.read_text("utf-8"))
+        excused.update(data["nondeterministic"])
+        outputs.update({e["path"]: e["sha256"] for e in data["outputs"]})
+    losses = [h["loss"] for h in json.loads(
+        (root / "results/train/trainer_state.json").read_text())["log_history"] if "loss" in h]
+    return SimpleNamespace(outputs=outputs, excused=excused, losses=losses)
+
+
 # --- one audited run, shared by test_verify and test_tamper ------------------------------
 
 AUDITED_ALPACA = [{"instruction": f"问题{i}：基金{i}的风险？", "output": f"回答{i}：风险等级{i % 5}，注意分散。"}

@@ -236,6 +236,38 @@ class DedupConfig:
                              seed=self.minhash_seed)
 
 
+@dataclasses.dataclass(frozen=True)
+class Gates:
+    """`export.gates`: the quality gate of each quantised export (the reasons
+    for its defaults: the schema)."""
+
+    min_top1_agreement: float  # share of val answer tokens where export and merged agree
+    max_ppl_ratio: float  # export's val perplexity / the merged model's
+    val_examples: int  # first val examples scored
+    max_tokens: int  # each cut to this many tokens (prompt included)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """`export`: the merge and the quantised exports."""
+
+    merge: bool
+    merge_dtype: str
+    merge_check_prompts: int
+    quantize: list
+    scheme: str
+    group_size: int
+    calibration_samples: int
+    calibration_max_length: int
+    dampening_frac: float
+    gates: Gates
+
+    def __post_init__(self) -> None:
+        # The section nests `gates` as a mapping; the stages read it typed.
+        if isinstance(self.gates, Mapping):
+            object.__setattr__(self, "gates", from_mapping(Gates, self.gates))
+
+
 def stage_params(args, name: str) -> dict:
     """The stage's config section: `--params` JSON (a rule passes the keys it
     depends on; the schema's defaults fill the rest), else `--config`/defaults."""

@@ -25,7 +25,6 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -85,8 +84,10 @@ class MinHashParams:
     scheme: Scheme = "affine32"
 
     def __post_init__(self) -> None:
-        if not 2 <= self.num_perm <= 4096:
-            raise ValueError(f"num_perm must be in [2, 4096], got {self.num_perm}")
+        # Only what the algorithm itself needs is checked here; the bounds a user
+        # may set (dedup.num_perm, dedup.threshold, ...) are the config schema's.
+        if self.num_perm < 1:
+            raise ValueError(f"num_perm must be >= 1, got {self.num_perm}")
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
         for name in ("char_ngram", "word_ngram"):
@@ -471,17 +472,6 @@ def signatures(
         sig[row : row + len(block)] = block
         row += len(block)
     return sig
-
-
-def save_signatures(path: str | Path, sig: np.ndarray) -> None:
-    """Write a signature block as .npy (exact; no suffix is added to `path`)."""
-    with open(path, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(sig), allow_pickle=False)
-
-
-def load_signatures(path: str | Path, *, mmap: bool = False) -> np.ndarray:
-    """Read a block written by save_signatures; `mmap` maps it read-only."""
-    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
 
 
 # ---------------------------------------------------------------- LSH

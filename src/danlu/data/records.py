@@ -197,11 +197,14 @@ def check_structure(messages: list[dict]) -> None:
 
 
 def read_jsonl(path):
-    """Yield the canonical records of a `records.jsonl` written by danlu."""
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
+    """Yield the canonical records of a `records.jsonl` written by danlu; a line
+    that is not one is an InputError naming the file and line."""
+    from danlu.data.readers import InputError
+
+    for n, record, problem, _line in iter_records(Path(path)):
+        if record is None:
+            raise InputError(path, f"line {n}: {problem}")
+        yield record
 
 
 # What json.dumps(ensure_ascii=False, separators=(",", ":")) builds on every

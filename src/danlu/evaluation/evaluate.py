@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from danlu.config import ConfigError, stage_params
+from danlu.config import ConfigError, from_mapping, stage_params, validate_config
 from danlu.evaluation.benchmarks import (
     CHOICES,
     LAYOUTS,
@@ -39,61 +40,60 @@ from danlu.evaluation.benchmarks import (
 from danlu.evaluation.report import QuestionResult, write_outputs
 from danlu.evaluation.scoring import score_rows
 
-SCORINGS = ("loglikelihood", "last_token")
 LM_EVAL_DEFAULT_MAX_LENGTH = 2048  # HFLM's fallback when neither config nor tokenizer says
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Settings of the evaluate stage; validated on construction.
+    """How one model is evaluated: the schema's `evaluate` section (its keys,
+    meanings, defaults and bounds are there) less `models`, plus `hub`.
+    Build it with `from_section` or `eval_config`, which check it against the schema.
 
-    Arguments:
-        benchmarks: which of "ceval", "cmmlu" to run.
-        num_fewshot: 5 (the published setting) or 0.
-        scoring: "loglikelihood" (lm-eval's method) or "last_token" (official CMMLU).
-        max_per_subject: score only the first N questions of each subject (smoke runs).
-        subjects: only these subjects, as `name` or `benchmark/name`.
-        batch_size: question tails per forward pass.
-        share_prefix: run each subject's common header+shots prefix once; False runs
-            every prompt in full, as lm-eval does (same scores, slower).
-        max_length: context length to assume instead of the model's own.
+    Arguments beyond the schema's:
         hub: benchmark -> dataset hub id, to read questions from the hub instead of
             local files (e.g. {"ceval": "ceval/ceval-exam"}); with no local copy
             (`benchmarks_root` None) a benchmark not named here uses its official id.
     """
 
-    benchmarks: tuple[str, ...] = ("ceval", "cmmlu")
-    num_fewshot: int = 5
-    scoring: str = "loglikelihood"
-    max_per_subject: int | None = None
-    subjects: tuple[str, ...] | None = None
-    batch_size: int = 8
-    share_prefix: bool = True
-    max_length: int | None = None
-    hub: dict[str, str] = field(default_factory=dict)
+    benchmarks: tuple[str, ...]
+    num_fewshot: int
+    scoring: str
+    max_per_subject: int | None
+    subjects: tuple[str, ...] | None
+    batch_size: int
+    share_prefix: bool
+    max_length: int | None
+    hub: dict[str, str]
 
     def __post_init__(self) -> None:
         # Lists arrive from YAML/JSON; tuples keep the frozen config from changing under us.
         object.__setattr__(self, "benchmarks", tuple(self.benchmarks))
         if self.subjects is not None:
             object.__setattr__(self, "subjects", tuple(self.subjects))
-        unknown = [b for b in (*self.benchmarks, *self.hub) if b not in LAYOUTS]
-        if unknown or not self.benchmarks:
-            raise ConfigError(
-                f"evaluate.benchmarks: unknown or empty {unknown} (known: ceval, cmmlu)"
-            )
-        if self.num_fewshot not in (0, 5):
-            raise ConfigError(f"evaluate.num_fewshot: must be 0 or 5, got {self.num_fewshot!r}")
-        if self.scoring not in SCORINGS:
-            raise ConfigError(f"evaluate.scoring: must be one of {SCORINGS}, got {self.scoring!r}")
-        for name in ("max_per_subject", "max_length"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"evaluate.{name}: must be a positive integer, got {value!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ConfigError(
-                f"evaluate.batch_size: must be a positive integer, got {self.batch_size!r}"
-            )
+        # `hub` comes from the `benchmarks` section and code, not from `evaluate`.
+        unknown = sorted(set(self.hub) - set(LAYOUTS))
+        if unknown:
+            raise ConfigError(f"evaluate: hub ids for unknown benchmarks {unknown} "
+                              f"(known: {', '.join(LAYOUTS)})")
+
+    @classmethod
+    def from_section(
+        cls, section: Mapping[str, Any], *, hub: Mapping[str, str] | None = None
+    ) -> EvalConfig:
+        """From (part of) the `evaluate` section: checked against the schema, which
+        fills the missing keys with its defaults (a bad value is a ConfigError in
+        one line). `models` says which models are evaluated, not how, so it is
+        dropped. `section` itself is left as it was."""
+        # JSON has only lists; code may pass tuples (as EvalConfig keeps them).
+        plain = {k: list(v) if isinstance(v, tuple) else v for k, v in section.items()}
+        full = validate_config({"evaluate": plain})["evaluate"]
+        del full["models"]
+        return from_mapping(cls, {**full, "hub": dict(hub or {})})
+
+
+def eval_config(*, hub: Mapping[str, str] | None = None, **overrides: Any) -> EvalConfig:
+    """The schema's defaults with `overrides`: for code and tests that set a few keys."""
+    return EvalConfig.from_section(overrides, hub=hub)
 
 
 def evaluate_model(
@@ -371,10 +371,8 @@ def main(args) -> None:
     params = stage_params(args, "evaluate")
     # Without a local copy the questions come from the hub (official ids by default).
     source = benchmark_source(args, default_hub=True)
-    cfg = EvalConfig(**{k: params[k] for k in ("benchmarks", "num_fewshot", "scoring",
-                                               "max_per_subject", "subjects", "batch_size",
-                                               "share_prefix", "max_length")},
-                     hub={} if source.root else {b: source.hub_id(b) for b in params["benchmarks"]})
+    cfg = EvalConfig.from_section(
+        params, hub={} if source.root else {b: source.hub_id(b) for b in params["benchmarks"]})
     load = json.loads(args.load) if args.load else {}
     model_path = resolve_model_path(args.model, args.revision)
     # The adapter directory also holds checkpoints and reports: only the adapter counts.

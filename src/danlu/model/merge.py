@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from danlu.config import stage_params
+from danlu.config import ExportConfig, from_mapping, stage_params
 from danlu.errors import UserError
 from danlu.model.loading import (
     load_model,
@@ -345,15 +345,16 @@ def main(args) -> None:
     from danlu.stage import run_stage
 
     params = stage_params(args, "export")
+    export = from_mapping(ExportConfig, params)
     model_path = resolve_model_path(args.model, args.revision)
     tokenizer = load_tokenizer(Path(args.adapter), args.template, args.trust_remote_code)
-    prompts = _check_prompts(args.val, tokenizer, params["merge_check_prompts"])
+    prompts = _check_prompts(args.val, tokenizer, export.merge_check_prompts)
     out = Path(args.out)
     adapter_files = sorted(str(p) for p in Path(args.adapter).glob("adapter_*"))
     run_stage(
         "merge", {"export": params, **model_facts(args, model_path)},
         lambda run: merge_adapter(model_path, Path(args.adapter), out, check_inputs=prompts,
-                                  dtype=params["merge_dtype"], template=args.template,
+                                  dtype=export.merge_dtype, template=args.template,
                                   trust_remote_code=args.trust_remote_code),
         inputs=[*model_inputs(args.model), *adapter_files, args.val, *args.code],
         outputs=[out], manifest_path=Path(args.manifest),

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from danlu.config import from_mapping, stage_params
+from danlu.config import ExportConfig, Gates, from_mapping, stage_params
 from danlu.errors import UserError
 from danlu.outputs import atomic_dir, bytes_on_disk
 
@@ -52,16 +52,6 @@ class QuantizeError(UserError, ValueError):
 
 class QualityGateError(QuantizeError):
     """The export is too far from the merged model to ship; nothing was written."""
-
-
-@dataclass(frozen=True)
-class Gates:
-    """`export.gates` (defaults and the reasons for them: the schema)."""
-
-    min_top1_agreement: float  # share of val answer tokens where export and merged agree
-    max_ppl_ratio: float  # export's val perplexity / the merged model's
-    val_examples: int  # first val examples scored
-    max_tokens: int  # each cut to this many tokens (prompt included)
 
 
 @dataclass(frozen=True)
@@ -441,19 +431,20 @@ def main(args) -> None:
     from danlu.stage import run_stage
 
     params = stage_params(args, "export")
-    gates = from_mapping(Gates, params["gates"])
+    export = from_mapping(ExportConfig, params)
+    gates = export.gates
     tokenizer = load_tokenizer(Path(args.model), args.template, args.trust_remote_code)
     texts = calibration_texts(list(read_jsonl(args.train)), tokenizer,
-                              params["calibration_samples"], args.seed)
+                              export.calibration_samples, args.seed)
     val_examples = read_gate_examples(Path(args.val), gates.val_examples, gates.max_tokens)
     out = Path(args.out)
     stats = run_stage(
         f"quantize_{args.method}", {"export": params, "method": args.method, "seed": args.seed},
         lambda run: quantize_model(
             Path(args.model), out, method=args.method, calibration_texts=texts, tokenizer=tokenizer,
-            scheme=params["scheme"], group_size=params["group_size"],
-            max_seq_length=params["calibration_max_length"],
-            dampening_frac=params["dampening_frac"], val_examples=val_examples, gates=gates,
+            scheme=export.scheme, group_size=export.group_size,
+            max_seq_length=export.calibration_max_length,
+            dampening_frac=export.dampening_frac, val_examples=val_examples, gates=gates,
             trust_remote_code=args.trust_remote_code),
         inputs=[args.model, args.train, args.val, *args.code], outputs=[out],
         manifest_path=Path(args.manifest),
