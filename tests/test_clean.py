@@ -6,7 +6,8 @@ import pytest
 
 from danlu.cli import main
 from danlu.config import CleanConfig, DatasetSpec, from_mapping, load_config
-from danlu.data.clean import _any_of, clean_files, clean_messages, combine_parts
+from danlu.data.clean import _any_of, clean_files, clean_messages
+from danlu.data.combine import combine_parts
 from danlu.data.records import FieldMap, RecordError, dumps, to_messages
 
 PHONE = "13912345678"

@@ -19,6 +19,7 @@ from danlu.config import (
     Gates,
     LengthsConfig,
     TrainConfig,
+    from_mapping,
     load_config,
     load_schema,
     section,
@@ -148,3 +149,10 @@ def test_dedup_minhash_takes_the_schema_bounds_of_num_perm():
         assert section(config, "dedup", DedupConfig).minhash().num_perm == num_perm
     with pytest.raises(ConfigError, match="dedup.num_perm"):
         load_config_from({"dedup": {"num_perm": bounds["maximum"] + 1}})
+
+
+@pytest.mark.parametrize("key", ["threshold", "split_threshold"])
+def test_a_threshold_lsh_cannot_band_is_one_line_naming_the_key(key):
+    section = {**load_config(None)["dedup"], key: 1.0}
+    with pytest.raises(ConfigError, match=rf"^config: dedup\.{key}: 1\.0 with num_perm 128 .*fewer than 2 bands"):
+        from_mapping(DedupConfig, section)

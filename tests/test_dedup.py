@@ -82,7 +82,7 @@ def test_planted_exact_near_and_invalid_lines_are_removed_with_reasons(tmp_path)
 
 @pytest.mark.skipif(not BENCHMARKS.is_dir(), reason="../shared/benchmarks not present")
 def test_copied_ceval_question_is_contaminated(tmp_path):
-    from danlu.model.demo import benchmark_leak_records
+    from danlu.data.demo_leak import benchmark_leak_records
 
     leak = benchmark_leak_records(BENCHMARKS)[0]
     leaked = record(99, leak["instruction"], leak["output"])

@@ -228,6 +228,20 @@ class DedupConfig:
     val_size: float
     split_threshold: float
 
+    def __post_init__(self) -> None:
+        # The schema allows thresholds up to 1, but datasketch's LSH needs at
+        # least 2 bands, which a threshold near 1 with few permutations cannot give.
+        from danlu.data.minhash import lsh_bands
+
+        for key in ("threshold", "split_threshold"):
+            value = getattr(self, key)
+            try:
+                lsh_bands(self.minhash(value))
+            except ValueError:
+                raise ConfigError(
+                    f"config: dedup.{key}: {value} with num_perm {self.num_perm} leaves "
+                    "MinHash LSH fewer than 2 bands; lower it or raise dedup.num_perm") from None
+
     def minhash(self, threshold: float | None = None):
         from danlu.data.minhash import MinHashParams
 

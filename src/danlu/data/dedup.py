@@ -1,13 +1,14 @@
 """Dedup: exact (sha256 of the normalised text) and near (MinHash LSH)
-duplicates, benchmark decontamination, and the cluster-respecting split.
+duplicates, and benchmark decontamination (`decontamination.py`).
 
 The steps talk through arrays and files, like datatrove's MinHash:
   signatures   per shard (records whose line number % shards == shard):
-               line numbers, MinHash signatures, sha256 of the text;
-  dedup        merge the shards in line order, find contaminated, exact and
-               near duplicates, keep the earliest of each cluster;
-  split        group kept records that are still similar and send whole
-               groups to train or val by a seeded hash of the group.
+               line numbers, MinHash signatures, sha256 of the text
+               (`signatures.py`, its own job);
+  dedup        here: merge the shards in line order, find contaminated, exact
+               and near duplicates, keep the earliest of each cluster;
+  split        then group kept records that are still similar and send whole
+               groups to train or val (`split.py`, its own job).
 Everything depends only on the input lines and the config, never on the
 shard layout, so any number of shards gives byte-identical outputs.
 

@@ -3,15 +3,11 @@ stage, and the one on-disk signature format (`Block`) that dedup reads."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from danlu.data.decontamination import ContaminationIndex
-
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +19,9 @@ from danlu.data.minhash import (
 from danlu.data.readers import records_input
 from danlu.data.records import dumps, numbered_lines, parse_line
 from danlu.progress import Progress
+
+if TYPE_CHECKING:  # for annotations only: signing does not depend on decontamination
+    from danlu.data.decontamination import ContaminationIndex
 
 SIG_BATCH = 2048  # records per batch: bounded memory, whatever the corpus
 
