@@ -203,15 +203,30 @@ def write_corpus(path: Path, records: int, seed: int) -> None:
 # ---------------------------------------------------------------- the worker
 
 
+def _clean_modules():
+    """danlu's clean, records and text modules in whichever layout the tree
+    under test has: `danlu.data.*`, or the flat `danlu.*` of older revisions
+    (the baseline)."""
+    import importlib
+
+    try:
+        return tuple(importlib.import_module(f"danlu.data.{m}") for m in ("clean", "records", "text"))
+    except ModuleNotFoundError:
+        return tuple(importlib.import_module(f"danlu.{m}") for m in ("clean", "records", "text"))
+
+
 def _worker_pure(corpus: Path, repeat: int) -> dict:
     """Runs inside a process whose PYTHONPATH selects the implementation."""
     from collections import Counter
 
     import danlu
     from danlu.config import CleanConfig, from_mapping, load_config
-    from danlu.data.clean import clean_messages
-    from danlu.data.records import FieldMap, RecordError, to_messages
-    from danlu.data.text import cjk_share, detect_language, non_text_share
+
+    clean, records, text_stats = _clean_modules()
+    clean_messages, FieldMap, RecordError = clean.clean_messages, records.FieldMap, records.RecordError
+    to_messages = records.to_messages
+    cjk_share, detect_language = text_stats.cjk_share, text_stats.detect_language
+    non_text_share = text_stats.non_text_share
 
     cfg = from_mapping(CleanConfig, load_config(None)["clean"])
     unmasked = from_mapping(CleanConfig, {**load_config(None)["clean"], "mask_pii": False})
@@ -254,8 +269,9 @@ def _pure_pass(raws: list, cfg) -> tuple:
     """to_messages + clean_messages + dumps on every record: (digest, PII counts)."""
     from collections import Counter
 
-    from danlu.data.clean import clean_messages
-    from danlu.data.records import FieldMap, RecordError, dumps, to_messages
+    clean, records, _ = _clean_modules()
+    clean_messages, FieldMap, RecordError = clean.clean_messages, records.FieldMap, records.RecordError
+    dumps, to_messages = records.dumps, records.to_messages
 
     digest, pii, fields = hashlib.sha256(), Counter(), FieldMap()
     for raw in raws:
