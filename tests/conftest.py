@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -68,14 +69,20 @@ def audited_run(tmp_path_factory):
 def workflow_project(tmp_path_factory):
     """The tiny three-format project (workflow_utils.make_workflow_project), run
     once per session, and the record of that first run (run_record), taken
-    before test_workflow starts editing and rerunning it."""
+    before test_workflow starts editing and rerunning it; beside it, built at
+    the same time, the same project again in another directory (`rerun`),
+    signed by the same key, for test_reproducible."""
     from types import SimpleNamespace
 
-    from workflow_utils import make_workflow_project, run_record, snakemake
+    from workflow_utils import make_workflow_project, run_record, snakemake_together
 
-    root = make_workflow_project(tmp_path_factory.mktemp("wf"))
-    snakemake(root)
-    return SimpleNamespace(root=root, first=run_record(root))
+    base = tmp_path_factory.mktemp("wf")
+    root, again = make_workflow_project(base / "project"), make_workflow_project(base / "again")
+    snakemake_together(root, again, key_dir=base / "keys")
+    # Later runs in the project (test_workflow's) sign with the same key.
+    shutil.copytree(base / "keys", root / ".keys")
+    return SimpleNamespace(root=root, first=run_record(root), rerun=run_record(again),
+                           key_dir=base / "keys")
 
 
 @pytest.fixture

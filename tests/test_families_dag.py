@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from families import build_family_model
-from workflow_utils import TINY_RUN, danlu, make_project, read_json, snakemake
+from workflow_utils import TINY_RUN, danlu, make_project, read_json, snakemake_together
 
 from danlu.audit.manifest import combined_digest, sha256_file
 
@@ -44,9 +44,10 @@ def _reasoning_records(n: int) -> list[dict]:
     return rows
 
 
-@pytest.fixture(scope="module", params=["qwen3", "deepseek-r1-distill-qwen"])
-def external_run(request, tmp_path_factory):
-    family = request.param
+FAMILIES = ["qwen3", "deepseek-r1-distill-qwen"]
+
+
+def _external_project(family: str, tmp_path_factory) -> SimpleNamespace:
     outside = tmp_path_factory.mktemp(f"{family}-outside")
     model_dir = build_family_model(family, outside / "store" / family)
     (outside / "models").symlink_to(outside / "store")
@@ -59,8 +60,20 @@ def external_run(request, tmp_path_factory):
     make_project(root, [{"name": "r1", "path": str(data), "format": "alpaca"}],
                  {**TINY_RUN, "base_model": str(outside / "models" / family),
                   "evaluate": {**TINY_RUN["evaluate"], "models": EVALUATED}})
-    snakemake(root)
     return SimpleNamespace(family=family, root=root, data=data, model=model_dir)
+
+
+@pytest.fixture(scope="module")
+def external_runs(tmp_path_factory) -> dict[str, SimpleNamespace]:
+    """Both families' projects, run side by side (workflow_utils.snakemake_together)."""
+    runs = {family: _external_project(family, tmp_path_factory) for family in FAMILIES}
+    snakemake_together(*(run.root for run in runs.values()))
+    return runs
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def external_run(request, external_runs):
+    return external_runs[request.param]
 
 
 def test_the_final_answers_thoughts_are_learnt(external_run):

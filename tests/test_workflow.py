@@ -187,7 +187,7 @@ EDITS = {
     "data/answer_spans.py": ({"tokenize", "train", "evaluate"}, {"clean", "dedup", "split"}),
     "model/train.py": ({"train", "evaluate"}, {"tokenize", "clean"}),
     "data/pii.py": ({"clean", "clean_combine"}, set()),
-    "data/decontamination.py": ({"dedup"}, {"dedup_signatures", "split", "clean"}),
+    "data/decontamination.py": ({"dedup"}, {"dedup_signatures", "clean", "clean_combine"}),
     "data/split.py": ({"split"}, {"dedup_signatures", "dedup", "clean"}),
     "model/quantize.py": ({"quantize"}, {"train", "merge", "clean", "tokenize"}),
     "evaluation/report.py": ({"evaluate", "eval_compare"}, {"train", "clean"}),

@@ -94,18 +94,43 @@ def _corpus_text() -> str:
     return "\n".join(words for _ in range(200))
 
 
-def snakemake(root: Path, *args: str, check: bool = True,
-              key_dir: Path | None = None) -> subprocess.CompletedProcess:
+def _snakemake_call(root: Path, args: tuple[str, ...], key_dir: Path | None):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DANLU_", "MLFLOW_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     env["DANLU_KEY_DIR"] = str(key_dir or root / ".keys")  # never the user's real signing key
-    proc = subprocess.run(
-        [SNAKEMAKE, "--profile", "profiles/default", "--cores", "2", *args],
-        cwd=root, env=env, capture_output=True, text=True,
-    )
-    if check and proc.returncode != 0:
+    return [SNAKEMAKE, "--profile", "profiles/default", "--cores", "2", *args], env
+
+
+def _checked(proc: subprocess.CompletedProcess, args) -> subprocess.CompletedProcess:
+    if proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def snakemake(root: Path, *args: str, check: bool = True,
+              key_dir: Path | None = None) -> subprocess.CompletedProcess:
+    cmd, env = _snakemake_call(root, args, key_dir)
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    return _checked(proc, args) if check else proc
+
+
+def snakemake_together(*roots: Path, key_dir: Path | None = None) -> None:
+    """Whole runs of several projects at once. A tiny DAG keeps one core busy
+    most of the time (its jobs form a chain), so two of them side by side
+    take little longer than one. With `key_dir`, one signer for all: its key
+    pair is made first, so no two audit jobs race to create it."""
+    if key_dir is not None:
+        from danlu.audit.signing import ensure_key_pair
+
+        ensure_key_pair(key_dir)
+    procs = []
+    for root in roots:
+        cmd, env = _snakemake_call(root, (), key_dir)
+        procs.append(subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        out, err = proc.communicate()
+        _checked(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), ())
 
 
 def danlu(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -151,6 +176,7 @@ def make_workflow_project(root: Path) -> Path:
     conversation), the whole DAG configured by TINY_RUN; not yet run."""
     import pandas as pd
 
+    root.mkdir(parents=True, exist_ok=True)
     make_project(root, [
         {"name": "alp", "path": "data/alp.jsonl", "format": "alpaca"},
         {"name": "sg", "path": "data/sg.json"},
