@@ -4,7 +4,8 @@ import json
 import pandas as pd
 import pytest
 
-from danlu.data.readers import InputError, read_rows
+from danlu.data.readers import read_rows
+from danlu.errors import InputError
 
 RECORDS = [
     {"instruction": "什么是市盈率？", "input": "", "output": "市盈率是股价除以每股收益。"},

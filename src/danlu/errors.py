@@ -8,3 +8,11 @@ class UserError(Exception):
 
 class UsageError(UserError):
     """Bad input or arguments: printed as one line, exit status 2."""
+
+
+class InputError(UserError):
+    """An input file cannot be used at all. str() is the one-line message,
+    naming the file."""
+
+    def __init__(self, path, message: str):
+        super().__init__(f"{path}: {message}")

@@ -22,7 +22,7 @@ from danlu.config import (
     stage_params,
 )
 from danlu.data.pii import mask_pii, mask_value
-from danlu.data.readers import InputError, RawRow, read_dataset, read_rows
+from danlu.data.readers import RawRow, read_dataset, read_rows
 from danlu.data.records import (
     FieldMap,
     RecordError,
@@ -34,7 +34,7 @@ from danlu.data.records import (
 from danlu.data.shards import Shard, read_shard
 from danlu.data.templates import SPECIAL_TOKENS
 from danlu.data.text import detect_language, non_text_share, normalize_text
-from danlu.errors import UsageError
+from danlu.errors import InputError, UsageError
 from danlu.outputs import atomic_outputs, write_json
 from danlu.progress import Progress
 

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from danlu.data.clean import summarize
-from danlu.data.readers import InputError
+from danlu.errors import InputError
 from danlu.outputs import atomic_outputs, write_json
 
 

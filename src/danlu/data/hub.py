@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from danlu.config import DatasetSpec
-from danlu.data.readers import InputError, RawRow
+from danlu.data.readers import RawRow
+from danlu.errors import InputError
 
 _BATCH_ROWS = 1024
 

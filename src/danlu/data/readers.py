@@ -21,17 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from danlu.data.records import RecordError
-from danlu.errors import UserError
+from danlu.errors import InputError
 
 CONTAINERS = ("jsonl", "json", "csv", "tsv", "parquet")
 _SNIFF_BYTES = 1 << 20
-
-
-class InputError(UserError):
-    """The input file cannot be used at all. str() is the one-line message."""
-
-    def __init__(self, path: str | Path, message: str):
-        super().__init__(f"{path}: {message}")
 
 
 @dataclass

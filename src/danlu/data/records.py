@@ -12,17 +12,17 @@ RecordError(reason, field, detail); it never raises anything else for bad data.
 
 from __future__ import annotations
 
-from itertools import chain
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import numpy as np
-
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from danlu.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FORMATS = ("alpaca", "sharegpt", "messages")
 
@@ -199,8 +199,6 @@ def check_structure(messages: list[dict]) -> None:
 def read_jsonl(path):
     """Yield the canonical records of a `records.jsonl` written by danlu; a line
     that is not one is an InputError naming the file and line."""
-    from danlu.data.readers import InputError
-
     for n, record, problem, _line in iter_records(Path(path)):
         if record is None:
             raise InputError(path, f"line {n}: {problem}")
@@ -238,8 +236,6 @@ def parse_line(line: str) -> tuple[dict | None, str | None]:
 def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, line) for every non-blank line. A file that is not UTF-8
     is unusable as a whole: InputError (exit 2)."""
-    from danlu.data.readers import InputError
-
     n = 0
     try:
         with open(path, encoding="utf-8") as fh:

@@ -176,7 +176,7 @@ def scan(path: Path, cfg: DedupConfig, *, block: Block | None = None,
          shard: int = 0, shards: int = 1, label: str = "dedup") -> Scan:
     """One pass: sign the records (unless `block` already holds their
     signatures) and test them against `index`, a batch at a time."""
-    from danlu.data.readers import InputError
+    from danlu.errors import InputError
 
     builder = _BlockBuilder(_line_bound(path) // shards + 1, cfg) if block is None else None
     canonical, ids, hits, row = bytearray(), [], {}, 0
