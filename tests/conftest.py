@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
+import shutil
 from pathlib import Path
 
 import pytest
-from dag_projects import BUILDERS, Builds
 
 # The C-Eval/CMMLU copies sit beside the repository (non-commercial licence: read
 # from there at test time, never copied into the repository).
@@ -31,24 +32,6 @@ def _tokenizer_corpus() -> str:
     return "\n\n".join(texts)
 
 
-_BUILDS = Builds()
-
-
-@pytest.hookimpl(trylast=True)  # after -m/-k have deselected what will not run
-def pytest_collection_modifyitems(config, items):
-    """Start, in the background, every whole-DAG project the selected tests use."""
-    if config.option.collectonly:
-        return
-    wanted = {name for item in items for name in getattr(item, "fixturenames", ())}
-    for fixture in BUILDERS:
-        if fixture in wanted:
-            _BUILDS.start(fixture)
-
-
-def pytest_sessionfinish(session, exitstatus):
-    _BUILDS.close()
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random-weight Llama (2 layers, 128 wide) with a byte-level BPE
@@ -71,30 +54,35 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def audited_run():
+def audited_run(tmp_path_factory):
     """One finished, audited tiny run (workflow_utils.build_audited_run), built
-    once per session in the background (dag_projects) for test_verify and
-    test_tamper, or kept in and reused from $DANLU_AUDITED_RUN. Tests that
-    change it must put every byte back (test_tamper does), or work on a copy
-    (test_verify)."""
-    return _BUILDS.built("audited_run")
+    once per session for test_verify and test_tamper, or kept in and reused from
+    $DANLU_AUDITED_RUN. Tests that change it must put every byte back
+    (test_tamper does), or work on a copy (test_verify)."""
+    from workflow_utils import audited_run_at
+
+    kept = os.environ.get("DANLU_AUDITED_RUN")
+    return audited_run_at(Path(kept) if kept else tmp_path_factory.mktemp("audited"))
 
 
 @pytest.fixture(scope="session")
-def workflow_project():
-    """The tiny three-format project (workflow_utils.make_workflow_project) as
-    first built, with the record of that run (`first`, taken before
-    test_workflow starts editing and rerunning it), and the same project built
-    from scratch in another directory at the same time (`rerun`), signed by
-    the same key, for test_reproducible."""
-    return _BUILDS.built("workflow_project")
+def workflow_project(tmp_path_factory):
+    """The tiny three-format project (workflow_utils.make_workflow_project), run
+    once per session, and the record of that first run (run_record), taken
+    before test_workflow starts editing and rerunning it; beside it, built at
+    the same time, the same project again in another directory (`rerun`),
+    signed by the same key, for test_reproducible."""
+    from types import SimpleNamespace
 
+    from workflow_utils import make_workflow_project, run_record, snakemake_together
 
-@pytest.fixture(scope="session")
-def external_runs():
-    """Qwen3 and DeepSeek-R1-Distill-Qwen projects as users bring them, run
-    (dag_projects), by family."""
-    return _BUILDS.built("external_runs")
+    base = tmp_path_factory.mktemp("wf")
+    root, again = make_workflow_project(base / "project"), make_workflow_project(base / "again")
+    snakemake_together(root, again, key_dir=base / "keys")
+    # Later runs in the project (test_workflow's) sign with the same key.
+    shutil.copytree(base / "keys", root / ".keys")
+    return SimpleNamespace(root=root, first=run_record(root), rerun=run_record(again),
+                           key_dir=base / "keys")
 
 
 @pytest.fixture

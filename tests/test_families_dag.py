@@ -8,20 +8,71 @@ from __future__ import annotations
 
 import json
 import os
+import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from dag_projects import EVALUATED, FAMILIES
-from workflow_utils import danlu, read_json
+from families import build_family_model
+from workflow_utils import TINY_RUN, danlu, make_project, read_json, snakemake_together
 
 from danlu.audit.manifest import combined_digest, sha256_file
 
 pytestmark = pytest.mark.slow
+# What a user of these models deploys; base and merged are evaluated in test_verify's run.
+EVALUATED = ["tuned", "gptq", "awq"]
+
+TOPICS = ["国债", "可转债", "货币基金", "指数基金", "银行理财", "养老金", "黄金", "外汇", "房贷",
+          "信用卡", "保险", "股票期权", "REITs", "ETF", "定期存款", "企业债"]
+ASPECTS = ["久期", "信用风险", "流动性", "费率", "税收", "波动率", "回撤", "分红", "期限",
+           "汇率风险", "通胀", "杠杆"]
+
+
+def _reasoning_records(n: int) -> list[dict]:
+    """Distinct questions (near-duplicates would be deduplicated away) whose
+    answers hold a `<think>` trace."""
+    rng = random.Random(3)
+    rows = []
+    for i in range(n):
+        topic, a, b = rng.choice(TOPICS), *rng.sample(ASPECTS, 2)
+        thought = f"先看{topic}的{a}，再看{b}；第{i}种情形下利率是{rng.randint(1, 9)}%。"
+        level = rng.choice(["较低", "较高", "适中"])
+        rows.append({"instruction": f"{topic}的{a}和{b}对保守型投资者意味着什么？（{i}）",
+                     "input": "",
+                     "output": f"<think>\n{thought}\n</think>\n\n{topic}的{a}{level}，"
+                               f"{b}需要关注，建议分散配置{rng.randint(2, 30)}%。"})
+    return rows
+
+
+FAMILIES = ["qwen3", "deepseek-r1-distill-qwen"]
+
+
+def _external_project(family: str, tmp_path_factory) -> SimpleNamespace:
+    outside = tmp_path_factory.mktemp(f"{family}-outside")
+    model_dir = build_family_model(family, outside / "store" / family)
+    (outside / "models").symlink_to(outside / "store")
+    data = outside / "raw data 原始" / "reasoning.jsonl"
+    data.parent.mkdir()
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n"
+                            for r in _reasoning_records(24)), "utf-8")
+    root = tmp_path_factory.mktemp(f"{family}-project") / "deep" / "proj"
+    root.mkdir(parents=True)
+    make_project(root, [{"name": "r1", "path": str(data), "format": "alpaca"}],
+                 {**TINY_RUN, "base_model": str(outside / "models" / family),
+                  "evaluate": {**TINY_RUN["evaluate"], "models": EVALUATED}})
+    return SimpleNamespace(family=family, root=root, data=data, model=model_dir)
+
+
+@pytest.fixture(scope="module")
+def external_runs(tmp_path_factory) -> dict[str, SimpleNamespace]:
+    """Both families' projects, run side by side (workflow_utils.snakemake_together)."""
+    runs = {family: _external_project(family, tmp_path_factory) for family in FAMILIES}
+    snakemake_together(*(run.root for run in runs.values()))
+    return runs
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def external_run(request, external_runs):
-    """One family's run (conftest's external_runs builds both side by side)."""
     return external_runs[request.param]
 
 

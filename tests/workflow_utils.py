@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -95,49 +94,24 @@ def _corpus_text() -> str:
     return "\n".join(words for _ in range(200))
 
 
-# The environment as the session began: what snakemake runs get when started
-# from a background build (tests/dag_projects.py), while a test in the main
-# thread may be changing os.environ under monkeypatch.
-_SESSION_ENV = dict(os.environ)
-_RUNNING: set[subprocess.Popen] = set()
-
-
 def _snakemake_call(root: Path, args: tuple[str, ...], key_dir: Path | None):
-    main = threading.current_thread() is threading.main_thread()
-    env = {k: v for k, v in (os.environ if main else _SESSION_ENV).items()
-           if not k.startswith(("DANLU_", "MLFLOW_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DANLU_", "MLFLOW_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     env["DANLU_KEY_DIR"] = str(key_dir or root / ".keys")  # never the user's real signing key
     return [SNAKEMAKE, "--profile", "profiles/default", "--cores", "2", *args], env
 
 
-def _start(root: Path, args: tuple[str, ...], key_dir: Path | None) -> subprocess.Popen:
-    cmd, env = _snakemake_call(root, args, key_dir)
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    _RUNNING.add(proc)
+def _checked(proc: subprocess.CompletedProcess, args) -> subprocess.CompletedProcess:
+    if proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
-
-
-def _finish(proc: subprocess.Popen, args, check: bool) -> subprocess.CompletedProcess:
-    out, err = proc.communicate()
-    _RUNNING.discard(proc)
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    if check and done.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{out}\n{err}")
-    return done
-
-
-def stop_snakemake_runs() -> None:
-    """Stop the snakemake runs still going (a session that ends early); each
-    stops its jobs on SIGTERM."""
-    for proc in list(_RUNNING):
-        proc.terminate()
 
 
 def snakemake(root: Path, *args: str, check: bool = True,
               key_dir: Path | None = None) -> subprocess.CompletedProcess:
-    return _finish(_start(root, args, key_dir), args, check)
+    cmd, env = _snakemake_call(root, args, key_dir)
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    return _checked(proc, args) if check else proc
 
 
 def snakemake_together(*roots: Path, key_dir: Path | None = None) -> None:
@@ -149,8 +123,14 @@ def snakemake_together(*roots: Path, key_dir: Path | None = None) -> None:
         from danlu.audit.signing import ensure_key_pair
 
         ensure_key_pair(key_dir)
-    for proc in [_start(root, (), key_dir) for root in roots]:
-        _finish(proc, (), check=True)
+    procs = []
+    for root in roots:
+        cmd, env = _snakemake_call(root, (), key_dir)
+        procs.append(subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        out, err = proc.communicate()
+        _checked(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), ())
 
 
 def danlu(root: Path, *args: str) -> subprocess.CompletedProcess:
