@@ -38,6 +38,9 @@ from danlu.errors import InputError, UsageError
 from danlu.outputs import atomic_outputs, write_json
 from danlu.progress import Progress
 
+# What a clean job (and combining clean jobs) writes, in this order.
+CLEAN_FILES = ("records.jsonl", "rejects.jsonl", "stats.json")
+
 # How many leading records decide a file's format when the config says `auto`.
 _DETECT_SAMPLE = 200
 
@@ -175,8 +178,7 @@ def clean_files(specs: list[DatasetSpec], cfg: CleanConfig, out_dir: Path,
     Outputs appear only if every input was usable: an InputError leaves nothing.
     """
     stats = {"files": {}, "rejected_by_reason": Counter(), "pii_masked_by_type": Counter()}
-    names = ("records.jsonl", "rejects.jsonl", "stats.json")
-    with atomic_outputs([out_dir / n for n in names]) as (records_tmp, rejects_tmp, stats_tmp):
+    with atomic_outputs([out_dir / n for n in CLEAN_FILES]) as (records_tmp, rejects_tmp, stats_tmp):
         with open(records_tmp, "w", encoding="utf-8") as kept, \
              open(rejects_tmp, "w", encoding="utf-8") as rejects:
             for spec in specs:
@@ -229,7 +231,7 @@ def main(args) -> None:
         raise UsageError("give INPUT files, or --dataset with a dataset entry as JSON")
     shard = _shard(args, specs)
     out = Path(args.out)
-    outputs = [out / n for n in ("records.jsonl", "rejects.jsonl", "stats.json")]
+    outputs = [out / n for n in CLEAN_FILES]
     record = {"clean": params, "datasets": [s.__dict__ for s in specs]}
     if shard is not None:
         record.update(shard=shard.index, shards=shard.count)

@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from danlu.data.clean import summarize
+from danlu.data.clean import CLEAN_FILES, summarize
 from danlu.errors import InputError
 from danlu.outputs import atomic_outputs, write_json
 
@@ -19,8 +19,7 @@ def combine_parts(part_dirs: list[Path], out_dir: Path) -> dict:
     each, in the given order and add up their stats; equal to cleaning all
     files at once."""
     stats = {"files": {}, "rejected_by_reason": Counter(), "pii_masked_by_type": Counter()}
-    names = ("records.jsonl", "rejects.jsonl", "stats.json")
-    with atomic_outputs([out_dir / n for n in names]) as (records_tmp, rejects_tmp, stats_tmp):
+    with atomic_outputs([out_dir / n for n in CLEAN_FILES]) as (records_tmp, rejects_tmp, stats_tmp):
         for name, tmp in (("records.jsonl", records_tmp), ("rejects.jsonl", rejects_tmp)):
             with open(tmp, "wb") as out:
                 for part in part_dirs:
@@ -55,8 +54,9 @@ def main(args) -> None:
 
     parts = [Path(p) for p in args.parts]
     out = Path(args.out)
-    outputs = [out / n for n in ("records.jsonl", "rejects.jsonl", "stats.json")]
-    inputs = [p / n for p in parts for n in ("records.jsonl", "rejects.jsonl", "stats.json")]
+    outputs = [out / n for n in CLEAN_FILES]
+    inputs = [p / n for p in parts for n in CLEAN_FILES]
+
     def work(run):
         # A byte copy at disk speed, but of the whole corpus: say how fast.
         started = time.monotonic()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from danlu.config import from_mapping, stage_params
+from danlu.config import LengthsConfig, from_mapping, stage_params
 from danlu.data.tokenize import IGNORE_INDEX, PERCENTILES, describe, truncate_example
 
 
@@ -142,7 +142,6 @@ def decide_cutoff(arrow_dir, rule: CutoffRule, overlength: str, model_max: int |
 
 
 def main(args) -> None:
-    from danlu.config import LengthsConfig
     from danlu.model.loading import max_positions, resolve_model_path
     from danlu.stage import run_stage
 

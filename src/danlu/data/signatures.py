@@ -18,6 +18,7 @@ from danlu.data.minhash import (
 )
 from danlu.data.readers import records_input
 from danlu.data.records import dumps, numbered_lines, parse_line
+from danlu.errors import InputError
 from danlu.progress import Progress
 
 if TYPE_CHECKING:  # for annotations only: signing does not depend on decontamination
@@ -176,8 +177,6 @@ def scan(path: Path, cfg: DedupConfig, *, block: Block | None = None,
          shard: int = 0, shards: int = 1, label: str = "dedup") -> Scan:
     """One pass: sign the records (unless `block` already holds their
     signatures) and test them against `index`, a batch at a time."""
-    from danlu.errors import InputError
-
     builder = _BlockBuilder(_line_bound(path) // shards + 1, cfg) if block is None else None
     canonical, ids, hits, row = bytearray(), [], {}, 0
     progress = Progress(label)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from danlu.config import from_mapping, stage_params
+from danlu.config import LengthsConfig, from_mapping, stage_params
 from danlu.data.answer_spans import conversation_spans
 from danlu.errors import UserError
 from danlu.model.loading import model_facts, model_inputs
@@ -148,7 +148,6 @@ def tokenize_splits(splits: dict[str, str], tokenizer, options: ExampleOptions, 
 
 
 def main(args) -> None:
-    from danlu.config import LengthsConfig
     from danlu.model.loading import load_tokenizer, resolve_model_path
     from danlu.stage import run_stage
 
