@@ -10,7 +10,8 @@ pytestmark = pytest.mark.slow
 def test_clean_rerun_reproduces_every_data_artifact_and_the_losses(workflow_project):
     """The session's workflow project, as first built, against the same project
     built from scratch in another directory (conftest builds both at once),
-    signed by the same key (one signer, as on a user's machine)."""
+    signed by the same key (one signer, as on a user's machine), with MLflow
+    tracking off: no file may depend on it."""
     first, second = workflow_project.first, workflow_project.rerun
     assert first.losses == second.losses and first.losses
     assert set(first.outputs) == set(second.outputs)

@@ -94,10 +94,13 @@ def _corpus_text() -> str:
     return "\n".join(words for _ in range(200))
 
 
-def _snakemake_call(root: Path, args: tuple[str, ...], key_dir: Path | None):
+def _snakemake_call(root: Path, args: tuple[str, ...], key_dir: Path | None,
+                    tracked: bool = True):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DANLU_", "MLFLOW_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     env["DANLU_KEY_DIR"] = str(key_dir or root / ".keys")  # never the user's real signing key
+    if not tracked:
+        env["DANLU_TRACKING_DISABLED"] = "1"
     return [SNAKEMAKE, "--profile", "profiles/default", "--cores", "2", *args], env
 
 
@@ -114,18 +117,20 @@ def snakemake(root: Path, *args: str, check: bool = True,
     return _checked(proc, args) if check else proc
 
 
-def snakemake_together(*roots: Path, key_dir: Path | None = None) -> None:
+def snakemake_together(*roots: Path, key_dir: Path | None = None,
+                       untracked: tuple[Path, ...] = ()) -> None:
     """Whole runs of several projects at once. A tiny DAG keeps one core busy
     most of the time (its jobs form a chain), so two of them side by side
     take little longer than one. With `key_dir`, one signer for all: its key
-    pair is made first, so no two audit jobs race to create it."""
+    pair is made first, so no two audit jobs race to create it. Projects in
+    `untracked` run with MLflow tracking off."""
     if key_dir is not None:
         from danlu.audit.signing import ensure_key_pair
 
         ensure_key_pair(key_dir)
     procs = []
     for root in roots:
-        cmd, env = _snakemake_call(root, (), key_dir)
+        cmd, env = _snakemake_call(root, (), key_dir, tracked=root not in untracked)
         procs.append(subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
     for proc in procs:
