@@ -177,7 +177,7 @@ def clean_files(specs: list[DatasetSpec], cfg: CleanConfig, out_dir: Path,
 
     Outputs appear only if every input was usable: an InputError leaves nothing.
     """
-    stats = {"files": {}, "rejected_by_reason": Counter(), "pii_masked_by_type": Counter()}
+    stats = new_stats()
     with atomic_outputs([out_dir / n for n in CLEAN_FILES]) as (records_tmp, rejects_tmp, stats_tmp):
         with open(records_tmp, "w", encoding="utf-8") as kept, \
              open(rejects_tmp, "w", encoding="utf-8") as rejects:
@@ -186,6 +186,11 @@ def clean_files(specs: list[DatasetSpec], cfg: CleanConfig, out_dir: Path,
         summary = summarize(stats)
         write_json(stats_tmp, summary)
     return summary
+
+
+def new_stats() -> dict:
+    """The counts a clean job adds up, and combining clean jobs sums (summarize)."""
+    return {"files": {}, "rejected_by_reason": Counter(), "pii_masked_by_type": Counter()}
 
 
 def summarize(stats: dict) -> dict:
@@ -203,10 +208,6 @@ def summarize(stats: dict) -> dict:
     # The invariant users rely on: nothing is silently lost.
     assert summary["records_in"] == summary["records_kept"] + summary["records_rejected"], summary
     return summary
-
-
-
-
 
 
 def main(args) -> None:

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from pathlib import Path
 
-from danlu.data.clean import CLEAN_FILES, summarize
+from danlu.data.clean import CLEAN_FILES, new_stats, summarize
 from danlu.errors import InputError
 from danlu.outputs import atomic_outputs, write_json
 
@@ -18,7 +17,7 @@ def combine_parts(part_dirs: list[Path], out_dir: Path) -> dict:
     """Concatenate per-file (or per-shard) clean outputs, one Snakemake job
     each, in the given order and add up their stats; equal to cleaning all
     files at once."""
-    stats = {"files": {}, "rejected_by_reason": Counter(), "pii_masked_by_type": Counter()}
+    stats = new_stats()
     with atomic_outputs([out_dir / n for n in CLEAN_FILES]) as (records_tmp, rejects_tmp, stats_tmp):
         for name, tmp in (("records.jsonl", records_tmp), ("rejects.jsonl", rejects_tmp)):
             with open(tmp, "wb") as out:

@@ -24,8 +24,6 @@ class CutoffRule:
     multiple_of: int = 64
 
 
-
-
 RULE_TEXT = ("the configured percentile of total tokens per training example, rounded up "
              "to a multiple of 64, clamped to [min_cutoff, max_cutoff] and to the model's "
              "max_position_embeddings")

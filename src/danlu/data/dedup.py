@@ -71,26 +71,7 @@ def duplicate_representatives(block: Block, cfg: DedupConfig,
     return rep, exact
 
 
-# --- decontamination ------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 # --- the dedup job ------------------------------------------------------------------
-
-
 
 
 # What the writing pass does with a valid record's line.
@@ -228,15 +209,6 @@ def _write_clusters(path: Path, rep: np.ndarray, exact: np.ndarray, alive: np.nd
                                         for r, link in zip(members[a + 1 : b], links[a + 1 : b],
                                                            strict=True)]}))
     return sizes
-
-
-# --- the split ------------------------------------------------------------------------
-
-
-
-
-
-
 
 
 def main(args) -> None:

@@ -101,8 +101,6 @@ def build_demo_model(out_dir: Path, corpus: Path, shape: DemoModelShape | None =
     }
 
 
-
-
 def main(args) -> None:
     from danlu.outputs import atomic_dir
     from danlu.stage import run_stage
